@@ -1,0 +1,108 @@
+//! Shared harness for guard's integration tests.
+//!
+//! Tiers: `host` tests run on the development kernel as root; `vm` tests need
+//! BPF LSM and run inside `cargo xtask vm-test`, whose /init sets
+//! `GUARD_TEST_TIER=vm`.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command},
+    time::{Duration, Instant},
+};
+
+use guard::{
+    cgroup::Cgroup,
+    events::{self, KernelEvent},
+};
+
+/// True inside the VM tier, where BPF LSM must work and skipping is a failure.
+pub fn in_vm_tier() -> bool {
+    std::env::var_os("GUARD_TEST_TIER").is_some_and(|v| v == "vm")
+}
+
+/// Panics unless running as root: the kernel tiers load BPF programs.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "kernel-tier tests must run as root (they load BPF programs)"
+    );
+}
+
+/// A throw-away cgroup at the session depth, removed (after a kill) on drop.
+pub struct TestCgroup {
+    pub cgroup: Cgroup,
+}
+
+impl TestCgroup {
+    pub fn new(tag: &str) -> Self {
+        let name = format!("test-{tag}-{}", std::process::id());
+        let cgroup =
+            Cgroup::create(&name).unwrap_or_else(|e| panic!("creating test cgroup {name}: {e:#}"));
+        Self { cgroup }
+    }
+
+    /// Spawns `argv` with the child moved into this cgroup before it execs.
+    pub fn spawn(&self, argv: &[&str]) -> Child {
+        use std::os::unix::process::CommandExt as _;
+        let procs: PathBuf = self.cgroup.path().join("cgroup.procs");
+        let mut command = Command::new(argv[0]);
+        command.args(&argv[1..]);
+        // SAFETY: only a write to a cgroup file between fork and exec.
+        unsafe { command.pre_exec(move || std::fs::write(&procs, b"0")) };
+        command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {argv:?}: {e}"))
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = self.cgroup.kill();
+        for _ in 0..50 {
+            if self.cgroup.remove().is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Reads ring buffer records until `predicate` matches one or `timeout` passes.
+pub fn expect_event(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    timeout: Duration,
+    what: &str,
+    predicate: impl Fn(&KernelEvent) -> bool,
+) -> KernelEvent {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        while let Some(record) = ring.next() {
+            let event = events::decode(&record).expect("kernel sent an undecodable event");
+            if predicate(&event) {
+                return event;
+            }
+            seen.push(event);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("no event matching {what} within {timeout:?}; saw {seen:#?}");
+}
+
+/// Collects every event that arrives within `window`.
+pub fn drain_events(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    window: Duration,
+) -> Vec<KernelEvent> {
+    let deadline = Instant::now() + window;
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        while let Some(record) = ring.next() {
+            seen.push(events::decode(&record).expect("kernel sent an undecodable event"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    seen
+}

@@ -1,0 +1,30 @@
+//! Developer tasks: `cargo xtask test`, `cargo xtask vm-test`, `cargo xtask bench`.
+
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "xtask", about = "guard's build, test and benchmark tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// fmt check, clippy (workspace and the BPF crate), unit tests, host-kernel
+    /// integration tests, then the VM tier.
+    Test(test::TestArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Test(args) => test::run(&args),
+    };
+    if let Err(e) = result {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}

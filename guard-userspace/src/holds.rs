@@ -140,6 +140,14 @@ impl HoldBroker {
         }
     }
 
+    /// What a backend calls: open a hold for `request` and block until it is
+    /// resolved or times out. Grants and audit records are applied here, so
+    /// backends never need to know about them.
+    pub fn ask(&self, request: HoldRequest, timeout: Duration, on_timeout: Decision) -> Resolution {
+        let id = self.open(request);
+        self.wait(id, timeout, on_timeout)
+    }
+
     /// Resolves a pending hold (from the API or the terminal prompt).
     pub fn resolve(&self, id: HoldId, resolution: Resolution) -> Result<Hold, HoldError> {
         let mut state = self.state.lock().expect("hold broker poisoned");

@@ -4,11 +4,17 @@
 //! integration tests in `tests/` drive the same modules against a real kernel.
 
 pub mod action;
+pub mod ancestry;
+pub mod api;
+pub mod audit;
 pub mod cgroup;
 pub mod cli;
+pub mod controller;
 pub mod decision;
 pub mod events;
+pub mod grants;
 pub mod holds;
 pub mod policy;
 pub mod programs;
 pub mod session;
+pub mod users;

@@ -1,0 +1,176 @@
+//! The API client the CLI (and a session handing its asks to the daemon) uses.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+use super::wire::{ApiError, Op, Request, Response};
+use crate::{
+    controller::ASK_GRACE,
+    decision::Decision,
+    holds::{Hold, HoldRequest, HoldUpstream, Outcome, Resolution},
+};
+
+/// One connection to a controller.
+pub struct Client {
+    path: PathBuf,
+    writer: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+/// A call failed: either the controller said no, or talking to it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("{0}")]
+    Api(ApiError),
+    #[error("{0:#}")]
+    Transport(anyhow::Error),
+}
+
+impl Client {
+    pub fn connect(path: &Path) -> anyhow::Result<Self> {
+        let stream = UnixStream::connect(path)
+            .with_context(|| format!("connecting to guard at {}", path.display()))?;
+        let reader = BufReader::new(stream.try_clone()?);
+        Ok(Self {
+            path: path.to_owned(),
+            writer: stream,
+            reader,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn set_timeout(&self, timeout: Option<Duration>) {
+        let _ = self.writer.set_read_timeout(timeout);
+    }
+
+    pub fn send(&mut self, op: Op) -> anyhow::Result<()> {
+        let mut line = serde_json::to_vec(&Request::new(op))?;
+        line.push(b'\n');
+        self.writer
+            .write_all(&line)
+            .with_context(|| format!("writing to {}", self.path.display()))
+    }
+
+    /// The next response line; `None` when the controller closed the connection.
+    pub fn receive(&mut self) -> anyhow::Result<Option<Response>> {
+        let mut line = String::new();
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .with_context(|| format!("reading from {}", self.path.display()))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        serde_json::from_str(&line)
+            .map(Some)
+            .with_context(|| format!("{} sent a line that is not a response", self.path.display()))
+    }
+
+    /// One request, one response.
+    pub fn call(&mut self, op: Op) -> Result<Value, CallError> {
+        self.send(op).map_err(CallError::Transport)?;
+        match self.receive().map_err(CallError::Transport)? {
+            Some(response) => response.into_result().map_err(CallError::Api),
+            None => Err(CallError::Transport(anyhow::anyhow!(
+                "{} closed the connection without answering",
+                self.path.display()
+            ))),
+        }
+    }
+}
+
+/// Connects and calls in one go, for CLI commands.
+pub fn call(path: &Path, op: Op) -> Result<Value, CallError> {
+    Client::connect(path)
+        .map_err(CallError::Transport)?
+        .call(op)
+}
+
+/// Hands a session's asks to a running daemon, which owns the decision.
+pub struct DaemonUpstream {
+    pub socket: PathBuf,
+}
+
+impl DaemonUpstream {
+    fn try_ask(
+        &self,
+        request: &HoldRequest,
+        timeout: Duration,
+        on_timeout: Decision,
+        opened: &dyn Fn(&Hold),
+    ) -> anyhow::Result<Outcome> {
+        let mut client = Client::connect(&self.socket)?;
+        client.set_timeout(Some(timeout + ASK_GRACE));
+        client.send(Op::Ask {
+            request: request.clone(),
+            timeout_ms: timeout.as_millis().try_into().unwrap_or(u64::MAX),
+            on_timeout,
+        })?;
+        loop {
+            let Some(response) = client.receive()? else {
+                bail!("the daemon closed the connection during an ask");
+            };
+            let mut value = response.into_result()?;
+            if let Some(hold) = value.get_mut("opened") {
+                opened(&serde_json::from_value(hold.take())?);
+                continue;
+            }
+            if let Some(outcome) = value.get_mut("outcome") {
+                return Ok(serde_json::from_value(outcome.take())?);
+            }
+            bail!("unexpected answer to ask: {value}");
+        }
+    }
+}
+
+impl HoldUpstream for DaemonUpstream {
+    fn ask(
+        &self,
+        request: &HoldRequest,
+        timeout: Duration,
+        on_timeout: Decision,
+        opened: &dyn Fn(&Hold),
+    ) -> Outcome {
+        let started = std::time::Instant::now();
+        match self.try_ask(request, timeout, on_timeout, opened) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // The daemon is gone: nobody can approve, so the timeout decision applies.
+                log::error!("guard: asking the daemon failed ({e:#}); applying {on_timeout}");
+                Outcome {
+                    hold: Hold {
+                        id: 0,
+                        request: request.clone(),
+                        since: std::time::SystemTime::now(),
+                    },
+                    resolution: Resolution::TimedOut {
+                        decision: on_timeout,
+                    },
+                    waited: started.elapsed(),
+                    by_grant: false,
+                }
+            }
+        }
+    }
+
+    fn report(&self, request: &HoldRequest) {
+        if let Err(e) = call(
+            &self.socket,
+            Op::Report {
+                request: request.clone(),
+            },
+        ) {
+            log::error!("guard: reporting a decision to the daemon failed: {e}");
+        }
+    }
+}

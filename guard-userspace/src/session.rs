@@ -1,28 +1,56 @@
-//! `guard session -- CMD`: run a command in its own session cgroup and report
-//! what the kernel saw it do.
+//! `guard session -- CMD`: run a command in its own session cgroup, as the
+//! invoking user, under a controller (a running daemon, or one embedded here),
+//! and report what happened.
 
 use std::{
-    ffi::OsString,
-    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
+    ffi::{CString, OsString},
+    os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _, unix::process::CommandExt as _},
+    path::PathBuf,
     process::{Command, ExitStatus},
-    time::Duration,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicI32, Ordering},
+    },
+    time::{Duration, SystemTime},
 };
 
 use anyhow::{Context as _, bail};
 use guard_common::{SessionConfig, session_flags};
 
 use crate::{
+    api::{
+        client::{self, DaemonDecider, DaemonUpstream},
+        endpoint,
+        server::Server,
+        wire::{Counts, Op, SessionInfo},
+    },
+    audit::{self, AuditLog},
     cgroup::Cgroup,
+    controller::{self, Controller},
     events::{self, KernelEvent},
+    holds::{HoldBroker, HoldObserver, HoldRequest, Outcome},
+    policy::Policy,
     programs::{Probe, ProgramSet},
+    terminal::{Decider, LocalDecider, Terminal, TerminalApprover},
+    users::{self, Account},
 };
 
 /// Options of one session.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
     pub name: Option<String>,
     pub command: Vec<OsString>,
     pub json: bool,
+    pub policy: Option<PathBuf>,
+    pub workspace: Option<PathBuf>,
+    /// Run CMD as this user (name or uid) instead of the sudo caller.
+    pub user: Option<String>,
+    /// The daemon socket to look for (default GUARD_SOCKET or /run/guard/guard.sock).
+    pub socket: Option<PathBuf>,
+    /// Audit log of the embedded controller (ignored when a daemon decides).
+    pub audit_log: Option<PathBuf>,
+    /// Ask on the terminal when one is attached (default on).
+    pub prompt: bool,
 }
 
 /// What a finished session saw.
@@ -30,8 +58,72 @@ pub struct SessionOptions {
 pub struct SessionSummary {
     pub session: String,
     pub exit_code: i32,
+    /// "daemon" or "embedded".
+    pub controller: String,
+    /// The socket `guard holds` / `guard approve` used for this session.
+    pub socket: String,
+    pub counts: Counts,
+    pub execs: u64,
     pub events: Vec<KernelEvent>,
     pub dropped: u64,
+}
+
+/// Session names become a cgroup and a socket file name.
+pub fn validate_name(name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !ok {
+        bail!(
+            "invalid session name {name:?}: use 1-64 letters, digits, '-', '_' or '.', not \
+             starting with '.'"
+        );
+    }
+    Ok(())
+}
+
+/// Counts this session's decisions for the summary, whoever decides them.
+#[derive(Default)]
+struct SessionTally {
+    session: String,
+    counts: Mutex<Counts>,
+}
+
+impl HoldObserver for SessionTally {
+    fn closed(&self, outcome: &Outcome) {
+        if outcome.hold.request.session == self.session {
+            let mut c = self.counts.lock().expect("tally poisoned");
+            if !outcome.by_grant && outcome.hold.id != 0 {
+                c.held += 1;
+            }
+            controller::tally(&mut c, outcome);
+        }
+    }
+    fn reported(&self, request: &HoldRequest) {
+        if request.session == self.session {
+            let mut c = self.counts.lock().expect("tally poisoned");
+            c.seen += 1;
+            match request.verdict.decision {
+                crate::decision::Decision::Deny => c.denied += 1,
+                crate::decision::Decision::Kill => c.killed += 1,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Who decides this session's holds.
+enum Control {
+    Daemon {
+        socket: PathBuf,
+    },
+    Embedded {
+        controller: Arc<Controller>,
+        server: Server,
+    },
 }
 
 /// Runs the session and returns its summary; the caller exits with `exit_code`.
@@ -40,8 +132,16 @@ pub fn run(options: &SessionOptions) -> anyhow::Result<SessionSummary> {
         bail!("no command given: use `guard session -- CMD [ARGS...]`");
     };
     let name = options.name.clone().unwrap_or_else(default_session_name);
+    validate_name(&name)?;
+    let account = users::invoking_account(options.user.as_deref())?;
+    let policy = Arc::new(load_policy(options)?);
+    // Signals are blocked before any thread starts, so only the forwarder sees them.
+    let signals = SignalForwarder::block()?;
     let cgroup = Cgroup::create(&format!("session-{name}"))?;
-    let result = run_in(&cgroup, &name, program, args);
+    let result = run_in(
+        &cgroup, &name, &account, &policy, program, args, options, &signals,
+    );
+    signals.stop();
     // Nothing of the session may outlive it: kill stragglers, then remove the cgroup.
     let _ = cgroup.kill();
     for _ in 0..50 {
@@ -53,12 +153,89 @@ pub fn run(options: &SessionOptions) -> anyhow::Result<SessionSummary> {
     result
 }
 
+fn load_policy(options: &SessionOptions) -> anyhow::Result<Policy> {
+    let policy = match &options.policy {
+        // Hook: the policy language (policy helper) provides Policy::load(path).
+        Some(path) => bail!(
+            "--policy {}: this build has only the embedded default policy; policy files \
+             arrive with the policy language",
+            path.display()
+        ),
+        None => Policy::embedded_default(),
+    };
+    let workspace = match &options.workspace {
+        Some(dir) => dir
+            .canonicalize()
+            .with_context(|| format!("--workspace {}: no such directory", dir.display()))?,
+        None => std::env::current_dir().context("reading the current directory")?,
+    };
+    Ok(policy.with_workspace(workspace))
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run_in(
     cgroup: &Cgroup,
     name: &str,
+    account: &Account,
+    _policy: &Arc<Policy>,
     program: &OsString,
     args: &[OsString],
+    options: &SessionOptions,
+    signals: &SignalForwarder,
 ) -> anyhow::Result<SessionSummary> {
+    let broker = HoldBroker::new();
+    let tally = Arc::new(SessionTally {
+        session: name.to_owned(),
+        ..Default::default()
+    });
+    broker.observe(tally.clone());
+
+    let daemon_socket = endpoint::daemon_socket(options.socket.as_deref());
+    let mut info = SessionInfo {
+        name: name.to_owned(),
+        cgroup: cgroup.path().to_string_lossy().into_owned(),
+        cgroup_id: cgroup.id()?,
+        supervisor_pid: std::process::id(),
+        agent_pid: 0,
+        uid: account.uid,
+        command: std::iter::once(program)
+            .chain(args)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        started: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        socket: None,
+    };
+    let control = if endpoint::answers(&daemon_socket) {
+        broker.set_upstream(Arc::new(DaemonUpstream {
+            socket: daemon_socket.clone(),
+        }));
+        Control::Daemon {
+            socket: daemon_socket,
+        }
+    } else {
+        let audit = AuditLog::open(&audit::resolve_path(options.audit_log.clone()))?;
+        let controller = Controller::new(broker.clone(), Some(audit));
+        let socket = endpoint::session_socket(&daemon_socket, name);
+        let server = Server::start(
+            &socket,
+            controller.clone(),
+            Some((account.uid, account.gid)),
+        )
+        .with_context(|| {
+            format!(
+                "no daemon answers on {} and the session's own socket could not be served",
+                daemon_socket.display()
+            )
+        })?;
+        info.socket = Some(socket.to_string_lossy().into_owned());
+        Control::Embedded { controller, server }
+    };
+    let socket_shown = match &control {
+        Control::Daemon { socket } => socket.display().to_string(),
+        Control::Embedded { server, .. } => server.path().display().to_string(),
+    };
+
+    // The exec tracepoint reports every exec in the session (observe only).
     let mut set = ProgramSet::load(cgroup.depth()?, &[Probe::Exec])?;
     set.require(Probe::Exec)?;
     set.sessions()?.insert(
@@ -71,17 +248,61 @@ fn run_in(
     )?;
     let mut ring = set.take_events()?;
 
-    let procs = cgroup.path().join("cgroup.procs");
     let mut command = Command::new(program);
     command.args(args);
-    // SAFETY: the closure only calls async-signal-safe functions (open/write/close
-    // through std::fs with a preallocated path) between fork and exec.
-    unsafe {
-        command.pre_exec(move || std::fs::write(&procs, b"0"));
-    }
+    enter_session_as(&mut command, cgroup, account)?;
+    // Hook: the seccomp backend registers its filter here, after the cgroup
+    // move and user switch: `let pending = seccomp::SessionFilter::prepare(&mut command)?;`
     let mut child = command
         .spawn()
         .with_context(|| format!("starting {}", program.to_string_lossy()))?;
+    signals.forward_to(child.id() as i32);
+    info.agent_pid = child.id();
+
+    let registered = match &control {
+        Control::Daemon { socket } => client::call(
+            socket,
+            Op::Register {
+                session: info.clone(),
+            },
+        )
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("registering with the daemon at {}: {e}", socket.display())),
+        Control::Embedded { controller, .. } => controller
+            .register(info.clone())
+            .map_err(|e| anyhow::anyhow!("{e}")),
+    };
+    if let Err(e) = registered {
+        let _ = cgroup.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    // Hook: backends start here, deciding with `policy` and asking `broker`:
+    //   seccomp: `pending.start(policy.clone(), broker.clone(), name.to_owned())`
+    //   exec stop / LSM: the kernel backend's start with the same three.
+
+    if options.prompt
+        && let Some(terminal) = Terminal::open()
+    {
+        let decider: Arc<dyn Decider> = match &control {
+            Control::Daemon { socket } => Arc::new(DaemonDecider {
+                socket: socket.clone(),
+            }),
+            Control::Embedded { .. } => Arc::new(LocalDecider {
+                broker: broker.clone(),
+                cgroup: cgroup.clone(),
+            }),
+        };
+        let approver = TerminalApprover::start(
+            terminal,
+            name.to_owned(),
+            cgroup.clone(),
+            child.id() as i32,
+            decider,
+            format!("{} (at the session terminal)", account.name),
+        )?;
+        broker.observe(approver);
+    }
 
     let mut seen = Vec::new();
     let status: ExitStatus = loop {
@@ -102,12 +323,186 @@ fn run_in(
         }
     }
     let dropped = set.drops()?.iter().map(|(_, n)| n).sum();
+    let (controller_kind, counts) = match control {
+        Control::Daemon { socket } => {
+            if let Err(e) = client::call(
+                &socket,
+                Op::Unregister {
+                    session: name.to_owned(),
+                },
+            ) {
+                log::warn!("unregistering from the daemon: {e}");
+            }
+            ("daemon", *tally.counts.lock().expect("tally poisoned"))
+        }
+        Control::Embedded { controller, server } => {
+            let counts = controller
+                .unregister(name)
+                .map(|e| e.counts)
+                .unwrap_or_default();
+            drop(server);
+            ("embedded", counts)
+        }
+    };
+    let execs = seen
+        .iter()
+        .filter(|e| matches!(e, KernelEvent::Exec { .. }))
+        .count() as u64;
     Ok(SessionSummary {
         session: name.to_owned(),
         exit_code: exit_code(status),
+        controller: controller_kind.into(),
+        socket: socket_shown,
+        counts,
+        execs,
         events: seen,
         dropped,
     })
+}
+
+/// Registers the child's first steps after fork: move into the session
+/// cgroup (as root), then become the invoking user.
+fn enter_session_as(
+    command: &mut Command,
+    cgroup: &Cgroup,
+    account: &Account,
+) -> anyhow::Result<()> {
+    let procs = CString::new(cgroup.path().join("cgroup.procs").as_os_str().as_bytes())
+        .context("cgroup path contains a NUL byte")?;
+    // SAFETY: geteuid has no preconditions.
+    let switch = unsafe { libc::geteuid() } != account.uid;
+    if switch {
+        command
+            .env("HOME", &account.home)
+            .env("USER", &account.name)
+            .env("LOGNAME", &account.name);
+    }
+    let (uid, gid, groups) = (account.uid, account.gid, account.groups.clone());
+    // SAFETY: between fork and exec the closure makes only async-signal-safe
+    // syscalls (open, write, close, setgroups, setgid, setuid) on data
+    // prepared before fork.
+    unsafe {
+        command.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            if written != 1 {
+                return Err(err);
+            }
+            if switch
+                && (libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0)
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// Relays signals sent to `guard session` (by kill, systemd, a CI runner) to
+/// the command. Terminal-generated ones (^C, resize) already reach the
+/// command through its process group, so those are not sent twice.
+pub struct SignalForwarder {
+    old_mask: libc::sigset_t,
+    child: Arc<AtomicI32>,
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+const FORWARDED: [libc::c_int; 7] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGWINCH,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+fn forwarded_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in FORWARDED {
+            libc::sigaddset(&mut set, sig);
+        }
+        set
+    }
+}
+
+impl SignalForwarder {
+    /// Blocks the forwarded signals in this thread (and every thread started
+    /// later) and starts the relay thread.
+    pub fn block() -> anyhow::Result<Self> {
+        let set = forwarded_set();
+        // SAFETY: valid sigsets; pthread_sigmask affects only this thread.
+        let mut old_mask: libc::sigset_t = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old_mask) };
+        if rc != 0 {
+            bail!(
+                "blocking signals: {}",
+                std::io::Error::from_raw_os_error(rc)
+            );
+        }
+        let child = Arc::new(AtomicI32::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, s) = (child.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("guard-signals".into())
+            .spawn(move || relay(&set, &c, &s))
+            .context("starting the signal relay thread")?;
+        Ok(Self {
+            old_mask,
+            child,
+            stop,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    pub fn forward_to(&self, pid: i32) {
+        self.child.store(pid, Ordering::SeqCst);
+    }
+
+    /// Stops relaying and restores the signal mask.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.lock().expect("signal relay poisoned").take() {
+            let _ = t.join();
+        }
+        // SAFETY: restores the mask saved in `block`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut()) };
+    }
+}
+
+fn relay(set: &libc::sigset_t, child: &AtomicI32, stop: &AtomicBool) {
+    let timeout = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 200_000_000,
+    };
+    while !stop.load(Ordering::SeqCst) {
+        // SAFETY: siginfo_t is plain data filled by sigtimedwait.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid set, info and timeout pointers.
+        let sig = unsafe { libc::sigtimedwait(set, &mut info, &timeout) };
+        if sig <= 0 {
+            continue;
+        }
+        let pid = child.load(Ordering::SeqCst);
+        // si_code <= 0: sent by a process (kill, sigqueue); SI_KERNEL: the tty
+        // driver, which signalled the command's process group already.
+        if pid > 0 && info.si_code <= 0 {
+            // SAFETY: kill has no memory preconditions.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
 }
 
 fn poll_readable(fd: i32, timeout_ms: i32) {
@@ -136,7 +531,7 @@ fn default_session_name() -> String {
     format!("{}-{:x}", std::process::id(), nanos)
 }
 
-/// Prints the summary for a person (or as one JSON object).
+/// Prints the summary for a person (stderr) or as one JSON object (stdout).
 pub fn print_summary(summary: &SessionSummary, json: bool) {
     if json {
         println!(
@@ -145,32 +540,37 @@ pub fn print_summary(summary: &SessionSummary, json: bool) {
         );
         return;
     }
-    let execs: Vec<_> = summary
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            KernelEvent::Exec {
-                pid,
-                filename,
-                truncated,
-                ..
-            } => Some(format!(
-                "  exec pid {pid} {filename}{}",
-                if *truncated { " (path truncated)" } else { "" }
-            )),
-            _ => None,
-        })
-        .collect();
+    let c = &summary.counts;
     eprintln!(
-        "guard: session {} ended with status {}",
-        summary.session, summary.exit_code
+        "guard: session {} ended with status {} ({} controller)",
+        summary.session, summary.exit_code, summary.controller
     );
     eprintln!(
-        "guard: {} exec(s) seen, {} event(s) dropped",
-        execs.len(),
+        "guard: {} exec(s) and {} decision(s) seen; {} held, {} approved ({} by standing \
+         grant), {} denied, {} killed, {} timed out; {} event(s) dropped",
+        summary.execs,
+        c.seen,
+        c.held,
+        c.approved,
+        c.by_grant,
+        c.denied,
+        c.killed,
+        c.timed_out,
         summary.dropped
     );
-    for line in execs {
-        eprintln!("{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_names() {
+        for good in ["a", "ci-123", "agent_1.x"] {
+            validate_name(good).unwrap();
+        }
+        for bad in ["", ".", "..", ".hidden", "a/b", "a b", "é", &"x".repeat(65)] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

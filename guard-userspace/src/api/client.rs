@@ -174,3 +174,45 @@ impl HoldUpstream for DaemonUpstream {
         }
     }
 }
+
+/// The terminal prompt's answers, sent to the daemon that owns the holds.
+pub struct DaemonDecider {
+    pub socket: PathBuf,
+}
+
+impl crate::terminal::Decider for DaemonDecider {
+    fn is_pending(&self, hold: &Hold) -> bool {
+        match call(&self.socket, Op::Holds) {
+            Ok(value) => serde_json::from_value::<Vec<Hold>>(value)
+                .map(|holds| holds.iter().any(|h| h.id == hold.id))
+                .unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    fn decide(
+        &self,
+        hold: &Hold,
+        choice: crate::terminal::Choice,
+        _approver: &str,
+    ) -> anyhow::Result<()> {
+        use crate::{holds::GrantScope, terminal::Choice};
+        // The daemon names the approver from our credentials.
+        let op = match choice {
+            Choice::ApproveOnce => Op::Approve {
+                id: hold.id,
+                scope: GrantScope::Once,
+            },
+            Choice::ApproveSession => Op::Approve {
+                id: hold.id,
+                scope: GrantScope::Session,
+            },
+            Choice::Deny => Op::Deny { id: hold.id },
+            Choice::Kill => Op::Kill {
+                session: hold.request.session.clone(),
+            },
+        };
+        call(&self.socket, op)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,19 @@
+//! `guard deny ID [--session NAME]`
+
+use std::path::Path;
+
+use super::{call, finish, socket_of_hold, target};
+use crate::{api::wire::Op, cli::DenyArgs};
+
+pub fn run(args: DenyArgs, socket: Option<&Path>) -> i32 {
+    finish(args.json.json, || {
+        let path = socket_of_hold(&target(socket)?, args.id, args.session.as_deref())?;
+        let hold = call(&path, Op::Deny { id: args.id })?;
+        if args.json.json {
+            println!("{}", serde_json::json!({"ok": true, "denied": hold}));
+        } else {
+            println!("denied hold {}", args.id);
+        }
+        Ok(())
+    })
+}

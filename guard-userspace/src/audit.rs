@@ -123,9 +123,10 @@ impl AuditLog {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir).with_context(|| {
                 format!(
-                    "cannot create the audit log directory {}: choose a writable path with \
-                     --audit-log or GUARD_AUDIT_LOG",
-                    dir.display()
+                    "cannot create the directory {} for the audit log {}: choose a writable \
+                     path with --audit-log or GUARD_AUDIT_LOG",
+                    dir.display(),
+                    path.display()
                 )
             })?;
         }

@@ -122,7 +122,10 @@ enum Control {
     },
     Embedded {
         controller: Arc<Controller>,
-        server: Server,
+        socket: PathBuf,
+        /// Started once the session is registered, so whoever finds the
+        /// socket also finds the session.
+        server: Option<Server>,
     },
 }
 
@@ -205,7 +208,7 @@ fn run_in(
         started: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         socket: None,
     };
-    let control = if endpoint::answers(&daemon_socket) {
+    let mut control = if endpoint::answers(&daemon_socket) {
         broker.set_upstream(Arc::new(DaemonUpstream {
             socket: daemon_socket.clone(),
         }));
@@ -214,25 +217,18 @@ fn run_in(
         }
     } else {
         let audit = AuditLog::open(&audit::resolve_path(options.audit_log.clone()))?;
-        let controller = Controller::new(broker.clone(), Some(audit));
         let socket = endpoint::session_socket(&daemon_socket, name);
-        let server = Server::start(
-            &socket,
-            controller.clone(),
-            Some((account.uid, account.gid)),
-        )
-        .with_context(|| {
-            format!(
-                "no daemon answers on {} and the session's own socket could not be served",
-                daemon_socket.display()
-            )
-        })?;
         info.socket = Some(socket.to_string_lossy().into_owned());
-        Control::Embedded { controller, server }
+        Control::Embedded {
+            controller: Controller::new(broker.clone(), Some(audit)),
+            socket,
+            server: None,
+        }
     };
     let socket_shown = match &control {
-        Control::Daemon { socket } => socket.display().to_string(),
-        Control::Embedded { server, .. } => server.path().display().to_string(),
+        Control::Daemon { socket } | Control::Embedded { socket, .. } => {
+            socket.display().to_string()
+        }
     };
 
     // The exec tracepoint reports every exec in the session (observe only).
@@ -259,7 +255,7 @@ fn run_in(
     signals.forward_to(child.id() as i32);
     info.agent_pid = child.id();
 
-    let registered = match &control {
+    let registered = match &mut control {
         Control::Daemon { socket } => client::call(
             socket,
             Op::Register {
@@ -268,9 +264,28 @@ fn run_in(
         )
         .map(|_| ())
         .map_err(|e| anyhow::anyhow!("registering with the daemon at {}: {e}", socket.display())),
-        Control::Embedded { controller, .. } => controller
+        Control::Embedded {
+            controller,
+            socket,
+            server,
+        } => controller
             .register(info.clone())
-            .map_err(|e| anyhow::anyhow!("{e}")),
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .and_then(|()| {
+                let started = Server::start(
+                    socket,
+                    controller.clone(),
+                    Some((account.uid, account.gid)),
+                )
+                .with_context(|| {
+                    format!(
+                        "no daemon answers on {} and the session's own socket could not be served",
+                        endpoint::daemon_socket(options.socket.as_deref()).display()
+                    )
+                })?;
+                *server = Some(started);
+                Ok(())
+            }),
     };
     if let Err(e) = registered {
         let _ = cgroup.kill();
@@ -335,7 +350,9 @@ fn run_in(
             }
             ("daemon", *tally.counts.lock().expect("tally poisoned"))
         }
-        Control::Embedded { controller, server } => {
+        Control::Embedded {
+            controller, server, ..
+        } => {
             let counts = controller
                 .unregister(name)
                 .map(|e| e.counts)

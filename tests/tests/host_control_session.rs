@@ -57,8 +57,7 @@ fn read_pids(path: &Path) -> Vec<u32> {
 }
 
 fn finish(child: Child) -> Output {
-    let output = child.wait_with_output().expect("waiting for guard session");
-    output
+    child.wait_with_output().expect("waiting for guard session")
 }
 
 fn text(output: &Output) -> String {

@@ -574,3 +574,98 @@ fn unwritable_audit_log_fails_at_start_with_advice() {
         text(&out)
     );
 }
+
+#[test]
+fn without_a_daemon_the_cli_reaches_every_session_socket() {
+    require_root();
+    let dir = TempDir::new("fanout");
+    let daemon_socket = dir.join("guard.sock");
+    let mut held = Command::new("sleep").arg("60").spawn().unwrap();
+    // Two embedded controllers, as two `guard session`s without a daemon run them.
+    let mut servers = Vec::new();
+    let mut asks = Vec::new();
+    for name in ["alpha", "beta"] {
+        let controller = Controller::new(HoldBroker::new(), None);
+        controller.register(session_info(name, 0)).unwrap();
+        let socket = guard::api::endpoint::session_socket(&daemon_socket, name);
+        servers.push(Server::start(&socket, controller.clone(), None).unwrap());
+        let request = HoldRequest {
+            session: name.into(),
+            pid: held.id(),
+            action: Action::Unlink {
+                path: PathBuf::from(format!("/prod/{name}")),
+            },
+            verdict: Verdict {
+                decision: Decision::Ask,
+                rule: "file.protected".into(),
+                reason: "protected".into(),
+            },
+            backend: "seccomp",
+        };
+        let broker = controller.broker().clone();
+        asks.push(std::thread::spawn(move || {
+            broker.ask_outcome(request, Duration::from_secs(30), Decision::Deny)
+        }));
+        wait_until(Duration::from_secs(5), "the hold", || {
+            controller.broker().pending().len() == 1
+        });
+    }
+    // A stale socket of a crashed session is skipped, not an error.
+    std::os::unix::net::UnixListener::bind(dir.join("sessions/stale.sock"))
+        .map(drop)
+        .unwrap();
+
+    let out = guard_command(&daemon_socket)
+        .args(["holds", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let holds: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut sessions: Vec<&str> = holds
+        .iter()
+        .map(|h| h["session"].as_str().unwrap())
+        .collect();
+    sessions.sort();
+    assert_eq!(sessions, ["alpha", "beta"]);
+    // Both embedded controllers numbered their hold 1: ambiguous without --session.
+    let out = guard_command(&daemon_socket)
+        .args(["approve", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--session"),
+        "{}",
+        text(&out)
+    );
+    let out = guard_command(&daemon_socket)
+        .args(["approve", "1", "--session", "beta"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = guard_command(&daemon_socket)
+        .args(["deny", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let beta = asks.pop().unwrap().join().unwrap();
+    let alpha = asks.pop().unwrap().join().unwrap();
+    assert!(matches!(beta.resolution, Resolution::Approved { .. }));
+    assert!(matches!(alpha.resolution, Resolution::Denied { .. }));
+
+    // No daemon and no sessions: a clear error naming both places.
+    drop(servers);
+    let out = guard_command(&daemon_socket)
+        .args(["holds"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("guard daemon") && stderr.contains("guard session"),
+        "{}",
+        text(&out)
+    );
+    let _ = held.kill();
+    let _ = held.wait();
+}

@@ -69,10 +69,11 @@ impl Peer {
     }
 }
 
-/// Whether a cgroup v2 path is guard.slice or below it.
+/// Whether a cgroup v2 path is guard.slice or below it. Any component
+/// counts: from inside a cgroup namespace a session shows as
+/// `/../../guard.slice/session-x`, and a false match only refuses more.
 pub fn in_guard_slice(path: &str) -> bool {
-    let slice = format!("/{SLICE}");
-    path == slice || path.starts_with(&format!("{slice}/"))
+    path.split('/').any(|c| c == SLICE)
 }
 
 #[cfg(test)]
@@ -84,8 +85,9 @@ mod tests {
         assert!(in_guard_slice("/guard.slice/session-a"));
         assert!(in_guard_slice("/guard.slice/session-a/sub/deeper"));
         assert!(in_guard_slice("/guard.slice"));
+        assert!(in_guard_slice("/../../guard.slice/session-a"));
         assert!(!in_guard_slice("/guard.slice2/x"));
-        assert!(!in_guard_slice("/user.slice/guard.slice"));
+        assert!(!in_guard_slice("/user.slice/session-1.scope"));
         assert!(!in_guard_slice("/"));
     }
 

@@ -243,6 +243,25 @@ impl Controller {
         Some(entry)
     }
 
+    /// Unregisters sessions whose `guard session` supervisor died without
+    /// saying so (crash, SIGKILL), so their holds and grants do not linger.
+    pub fn reap_dead_sessions(&self) -> Vec<String> {
+        let dead: Vec<String> = self
+            .sessions()
+            .into_iter()
+            .filter(|s| {
+                s.info.supervisor_pid != 0
+                    && !std::path::Path::new(&format!("/proc/{}", s.info.supervisor_pid)).exists()
+            })
+            .map(|s| s.info.name)
+            .collect();
+        for name in &dead {
+            log::warn!("session {name}: its guard session process is gone; unregistering");
+            self.unregister(name);
+        }
+        dead
+    }
+
     pub fn sessions(&self) -> Vec<SessionEntry> {
         self.sessions
             .lock()

@@ -669,3 +669,88 @@ fn without_a_daemon_the_cli_reaches_every_session_socket() {
     let _ = held.kill();
     let _ = held.wait();
 }
+
+#[test]
+fn a_connection_flood_is_refused_past_the_limit_and_service_resumes() {
+    let f = Fixture::new("flood");
+    let max = guard::api::server::MAX_CONNECTIONS;
+    let mut open = Vec::new();
+    for _ in 0..max {
+        open.push(UnixStream::connect(&f.socket).unwrap());
+    }
+    // Each held connection is being served (they answer a ping).
+    let mut first = open[0].try_clone().unwrap();
+    let mut reader = BufReader::new(open[0].try_clone().unwrap());
+    assert_eq!(
+        exchange(&mut first, &mut reader, b"{\"v\":1,\"op\":\"ping\"}\n")["ok"],
+        true
+    );
+    wait_until(Duration::from_secs(10), "a refusal past the limit", || {
+        let extra = UnixStream::connect(&f.socket).unwrap();
+        extra
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut line = String::new();
+        let _ = BufReader::new(extra).read_line(&mut line);
+        line.contains("connections are open")
+    });
+    drop(open);
+    drop(first);
+    drop(reader);
+    wait_until(Duration::from_secs(10), "service after the flood", || {
+        f.guard(&["holds", "--json"]).status.success()
+    });
+}
+
+#[test]
+fn the_daemon_forgets_a_session_whose_supervisor_died() {
+    require_root();
+    let dir = TempDir::new("reap");
+    let socket = dir.join("guard.sock");
+    let mut daemon = guard_command(&socket)
+        .args(["daemon", "--audit-log"])
+        .arg(dir.join("audit.jsonl"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the daemon socket", || {
+        UnixStream::connect(&socket).is_ok()
+    });
+    let mut supervisor = Command::new("sleep").arg("60").spawn().unwrap();
+    let mut info = session_info("ghost", 0);
+    info.supervisor_pid = supervisor.id();
+    guard::api::client::call(&socket, Op::Register { session: info }).unwrap();
+    let broker = HoldBroker::new();
+    broker.set_upstream(Arc::new(DaemonUpstream {
+        socket: socket.clone(),
+    }));
+    let request = HoldRequest {
+        session: "ghost".into(),
+        pid: supervisor.id(),
+        action: Action::Unlink {
+            path: PathBuf::from("/prod/ghost"),
+        },
+        verdict: Verdict {
+            decision: Decision::Ask,
+            rule: "file.protected".into(),
+            reason: "protected".into(),
+        },
+        backend: "lsm",
+    };
+    let asking = std::thread::spawn(move || {
+        broker.ask_outcome(request, Duration::from_secs(60), Decision::Deny)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    supervisor.kill().unwrap();
+    supervisor.wait().unwrap();
+    let outcome = asking.join().unwrap();
+    assert!(
+        matches!(outcome.resolution, Resolution::Killed { .. }),
+        "{outcome:?}"
+    );
+    let sessions = guard::api::client::call(&socket, Op::Sessions).unwrap();
+    assert_eq!(sessions, serde_json::json!([]));
+    // SAFETY: our child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    daemon.wait().unwrap();
+}

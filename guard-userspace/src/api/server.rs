@@ -16,7 +16,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     thread::JoinHandle,
     time::Duration,
@@ -33,6 +33,10 @@ use crate::{controller::Controller, holds::Hold};
 
 /// A connection that sends nothing for this long is closed.
 const IDLE: Duration = Duration::from_secs(120);
+
+/// Most connections served at once; more are answered with an error and
+/// closed, so a flood cannot exhaust threads.
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// A running server; dropping it stops accepting and removes the socket.
 pub struct Server {
@@ -105,18 +109,37 @@ impl Drop for Server {
 }
 
 fn accept_loop(listener: UnixListener, controller: Arc<Controller>, stop: Arc<AtomicBool>) {
+    let open = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::SeqCst) {
         if !poll(listener.as_raw_fd(), libc::POLLIN, 200) {
             continue;
         }
         match listener.accept() {
             Ok((stream, _)) => {
-                let controller = controller.clone();
                 let _ = stream.set_nonblocking(false);
+                if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    let _ = send(
+                        &stream,
+                        &Response::err(ApiError::new(
+                            ErrorCode::Internal,
+                            format!(
+                                "more than {MAX_CONNECTIONS} connections are open; retry later"
+                            ),
+                        )),
+                    );
+                    continue;
+                }
+                let controller = controller.clone();
+                let open_count = open.clone();
                 let spawned = std::thread::Builder::new()
                     .name("guard-api-conn".into())
-                    .spawn(move || serve_connection(stream, &controller));
+                    .spawn(move || {
+                        serve_connection(stream, &controller);
+                        open_count.fetch_sub(1, Ordering::SeqCst);
+                    });
                 if let Err(e) = spawned {
+                    open.fetch_sub(1, Ordering::SeqCst);
                     log::error!("cannot start a connection thread: {e}");
                 }
             }

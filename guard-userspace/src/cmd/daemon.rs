@@ -23,7 +23,17 @@ pub fn run(args: DaemonArgs, socket: Option<&Path>) -> i32 {
         let audit = AuditLog::open(&audit_path)?;
         let controller = Controller::new(HoldBroker::new(), Some(audit));
         let socket = endpoint::daemon_socket(socket);
-        let server = Server::start(&socket, controller, None)?;
+        let server = Server::start(&socket, controller.clone(), None)?;
+        let reaper = std::sync::Arc::downgrade(&controller);
+        std::thread::Builder::new()
+            .name("guard-reaper".into())
+            .spawn(move || {
+                while let Some(controller) = reaper.upgrade() {
+                    controller.reap_dead_sessions();
+                    drop(controller);
+                    std::thread::sleep(std::time::Duration::from_secs(2));
+                }
+            })?;
         eprintln!(
             "guard daemon: serving {} (sessions without a daemon use {}), audit log {}",
             server.path().display(),

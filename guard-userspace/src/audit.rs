@@ -19,7 +19,7 @@ use crate::{
     action::Action,
     ancestry::{self, ProcessLink},
     decision::Decision,
-    holds::{HoldId, HoldRequest, Outcome, Resolution},
+    holds::{Hold, HoldId, HoldRequest, Outcome, Resolution},
 };
 
 /// Where the audit log goes unless `--audit-log` or GUARD_AUDIT_LOG says otherwise.
@@ -50,7 +50,8 @@ pub struct AuditRecord {
     pub policy_decision: Decision,
     /// What happened in the end: allow, log, deny, kill.
     pub decision: Decision,
-    /// How a hold ended (approved, denied, killed, timed_out); absent without a hold.
+    /// `held` when a hold opens; then how it ended (approved, denied,
+    /// killed, timed_out); absent for decisions made without a hold.
     pub outcome: Option<String>,
     pub approver: Option<String>,
     pub hold: Option<HoldId>,
@@ -88,6 +89,15 @@ impl AuditRecord {
     /// A decision applied without a hold.
     pub fn reported(request: &HoldRequest) -> Self {
         Self::base(request)
+    }
+
+    /// A hold opened: the action is stopped and waits for a person. Its end
+    /// is a second record with the same `hold`.
+    pub fn opened(hold: &Hold) -> Self {
+        let mut record = Self::base(&hold.request);
+        record.outcome = Some("held".into());
+        record.hold = Some(hold.id);
+        record
     }
 
     /// The end of an ask.
@@ -180,10 +190,7 @@ mod tests {
     use std::{path::PathBuf, time::Duration};
 
     use super::*;
-    use crate::{
-        decision::Verdict,
-        holds::{GrantScope, Hold},
-    };
+    use crate::{decision::Verdict, holds::GrantScope};
 
     fn outcome() -> Outcome {
         Outcome {

@@ -166,6 +166,7 @@ impl Controller {
 
     fn on_opened(&self, hold: &Hold) {
         self.count(&hold.request.session, |c| c.held += 1);
+        self.write_audit(&AuditRecord::opened(hold));
         self.publish(ControlEvent::HoldOpened {
             time: now(),
             hold: hold.clone(),

@@ -119,6 +119,7 @@ impl HoldObserver for SessionTally {
 enum Control {
     Daemon {
         socket: PathBuf,
+        upstream: Arc<DaemonUpstream>,
     },
     Embedded {
         controller: Arc<Controller>,
@@ -209,11 +210,11 @@ fn run_in(
         socket: None,
     };
     let mut control = if endpoint::answers(&daemon_socket) {
-        broker.set_upstream(Arc::new(DaemonUpstream {
-            socket: daemon_socket.clone(),
-        }));
+        let upstream = Arc::new(DaemonUpstream::new(daemon_socket.clone()));
+        broker.set_upstream(upstream.clone());
         Control::Daemon {
             socket: daemon_socket,
+            upstream,
         }
     } else {
         let audit = AuditLog::open(&audit::resolve_path(options.audit_log.clone()))?;
@@ -226,7 +227,7 @@ fn run_in(
         }
     };
     let socket_shown = match &control {
-        Control::Daemon { socket } | Control::Embedded { socket, .. } => {
+        Control::Daemon { socket, .. } | Control::Embedded { socket, .. } => {
             socket.display().to_string()
         }
     };
@@ -256,14 +257,9 @@ fn run_in(
     info.agent_pid = child.id();
 
     let registered = match &mut control {
-        Control::Daemon { socket } => client::call(
-            socket,
-            Op::Register {
-                session: info.clone(),
-            },
-        )
-        .map(|_| ())
-        .map_err(|e| anyhow::anyhow!("registering with the daemon at {}: {e}", socket.display())),
+        Control::Daemon { socket, upstream } => upstream.register(info.clone()).map_err(|e| {
+            anyhow::anyhow!("registering with the daemon at {}: {e}", socket.display())
+        }),
         Control::Embedded {
             controller,
             socket,
@@ -300,7 +296,7 @@ fn run_in(
         && let Some(terminal) = Terminal::open()
     {
         let decider: Arc<dyn Decider> = match &control {
-            Control::Daemon { socket } => Arc::new(DaemonDecider {
+            Control::Daemon { socket, .. } => Arc::new(DaemonDecider {
                 socket: socket.clone(),
             }),
             Control::Embedded { .. } => Arc::new(LocalDecider {
@@ -339,7 +335,7 @@ fn run_in(
     }
     let dropped = set.drops()?.iter().map(|(_, n)| n).sum();
     let (controller_kind, counts) = match control {
-        Control::Daemon { socket } => {
+        Control::Daemon { socket, .. } => {
             if let Err(e) = client::call(
                 &socket,
                 Op::Unregister {

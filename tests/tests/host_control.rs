@@ -215,7 +215,19 @@ fn cli_lists_approves_and_denies_holds_and_the_audit_log_has_them() {
         Resolution::Denied { .. }
     ));
 
-    let records = audit::read(&f.audit).expect("reading the audit log");
+    let all = audit::read(&f.audit).expect("reading the audit log");
+    // Each hold leaves two records: when it opened, and how it ended.
+    let held: Vec<_> = all
+        .iter()
+        .filter(|r| r.outcome.as_deref() == Some("held"))
+        .collect();
+    assert_eq!(held.len(), 2, "{all:#?}");
+    assert_eq!(held[0].decision, Decision::Ask);
+    assert_eq!(held[0].hold, Some(id - 1));
+    let records: Vec<_> = all
+        .iter()
+        .filter(|r| r.outcome.as_deref() != Some("held"))
+        .collect();
     assert_eq!(records.len(), 2, "{records:#?}");
     assert_eq!(records[0].decision, Decision::Allow);
     assert_eq!(records[0].outcome.as_deref(), Some("approved"));
@@ -481,9 +493,7 @@ fn a_session_handing_asks_to_a_daemon_is_decided_by_the_daemon() {
     )
     .expect("registering with the daemon");
     let broker = HoldBroker::new();
-    broker.set_upstream(Arc::new(DaemonUpstream {
-        socket: socket.clone(),
-    }));
+    broker.set_upstream(Arc::new(DaemonUpstream::new(socket.clone())));
     let mut held = Command::new("sleep").arg("60").spawn().unwrap();
     let request = HoldRequest {
         session: "remote".into(),
@@ -544,7 +554,13 @@ fn a_session_handing_asks_to_a_daemon_is_decided_by_the_daemon() {
     assert_eq!(sessions[0]["counts"]["approved"], 2, "{sessions:?}");
 
     let records = audit::read(&audit_path).unwrap();
-    assert_eq!(records.len(), 2, "{records:#?}");
+    let outcomes: Vec<_> = records.iter().map(|r| r.outcome.as_deref()).collect();
+    assert_eq!(
+        outcomes,
+        [Some("held"), Some("approved"), Some("approved")],
+        "{records:#?}"
+    );
+    assert!(records[2].by_grant);
     assert_eq!(records[0].what, "terraform destroy");
     assert_eq!(records[0].backend, "exec-stop");
 
@@ -721,9 +737,7 @@ fn the_daemon_forgets_a_session_whose_supervisor_died() {
     info.supervisor_pid = supervisor.id();
     guard::api::client::call(&socket, Op::Register { session: info }).unwrap();
     let broker = HoldBroker::new();
-    broker.set_upstream(Arc::new(DaemonUpstream {
-        socket: socket.clone(),
-    }));
+    broker.set_upstream(Arc::new(DaemonUpstream::new(socket.clone())));
     let request = HoldRequest {
         session: "ghost".into(),
         pid: supervisor.id(),
@@ -753,4 +767,108 @@ fn the_daemon_forgets_a_session_whose_supervisor_died() {
     // SAFETY: our child.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     daemon.wait().unwrap();
+}
+
+fn start_daemon(socket: &Path, audit: &Path) -> Child {
+    let daemon = guard_command(socket)
+        .args(["daemon", "--audit-log"])
+        .arg(audit)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting guard daemon");
+    wait_until(Duration::from_secs(10), "the daemon socket", || {
+        UnixStream::connect(socket).is_ok()
+    });
+    daemon
+}
+
+fn daemon_hold_ids(socket: &Path) -> Vec<u64> {
+    let out = guard_command(socket)
+        .args(["holds", "--json"])
+        .output()
+        .unwrap();
+    serde_json::from_slice::<Vec<Value>>(&out.stdout)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|h| h["id"].as_u64())
+        .collect()
+}
+
+#[test]
+fn a_hold_survives_a_daemon_restart_and_is_approved_after_it() {
+    require_root();
+    let dir = TempDir::new("restart");
+    let socket = dir.join("guard.sock");
+    let audit_path = dir.join("audit.jsonl");
+    let mut first = start_daemon(&socket, &audit_path);
+
+    let upstream = Arc::new(DaemonUpstream::new(socket.clone()));
+    upstream
+        .register(session_info("phoenix", 0))
+        .expect("registering");
+    let broker = HoldBroker::new();
+    broker.set_upstream(upstream);
+    let mut held = Command::new("sleep").arg("60").spawn().unwrap();
+    let request = HoldRequest {
+        session: "phoenix".into(),
+        pid: held.id(),
+        action: Action::Unlink {
+            path: PathBuf::from("/prod/phoenix"),
+        },
+        verdict: Verdict {
+            decision: Decision::Ask,
+            rule: "file.protected".into(),
+            reason: "protected".into(),
+        },
+        backend: "seccomp",
+    };
+    let asking = std::thread::spawn(move || {
+        broker.ask_outcome(request, Duration::from_secs(60), Decision::Deny)
+    });
+    wait_until(Duration::from_secs(5), "the first daemon's hold", || {
+        !daemon_hold_ids(&socket).is_empty()
+    });
+
+    // The daemon dies without a word; the socket file stays behind.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!asking.is_finished(), "the ask must outlive the daemon");
+
+    let mut second = start_daemon(&socket, &audit_path);
+    let mut ids = Vec::new();
+    wait_until(
+        Duration::from_secs(10),
+        "the hold on the new daemon",
+        || {
+            ids = daemon_hold_ids(&socket);
+            !ids.is_empty()
+        },
+    );
+    let out = guard_command(&socket)
+        .args(["approve", &ids[0].to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let outcome = asking.join().unwrap();
+    assert!(
+        matches!(outcome.resolution, Resolution::Approved { .. }),
+        "{outcome:?}"
+    );
+    assert!(outcome.waited >= Duration::from_millis(500));
+
+    let records = audit::read(&audit_path).unwrap();
+    let outcomes: Vec<_> = records.iter().map(|r| r.outcome.as_deref()).collect();
+    assert_eq!(
+        outcomes,
+        [Some("held"), Some("held"), Some("approved")],
+        "one record per daemon for the hold, then the approval: {records:#?}"
+    );
+    assert!(records.iter().all(|r| r.what == "unlink /prod/phoenix"));
+
+    // SAFETY: our child.
+    unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
+    second.wait().unwrap();
+    let _ = held.kill();
+    let _ = held.wait();
 }

@@ -7,10 +7,10 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use serde_json::Value;
 
-use super::wire::{ApiError, Op, Request, Response};
+use super::wire::{ApiError, ErrorCode, Op, Request, Response, SessionInfo};
 use crate::{
     controller::ASK_GRACE,
     decision::Decision,
@@ -97,38 +97,91 @@ pub fn call(path: &Path, op: Op) -> Result<Value, CallError> {
 }
 
 /// Hands a session's asks to a running daemon, which owns the decision.
+///
+/// If the daemon goes away during an ask (restart, crash), the held process
+/// stays held here: the ask reconnects, registers the session again and asks
+/// the new daemon, until the ask's own timeout runs out.
 pub struct DaemonUpstream {
-    pub socket: PathBuf,
+    socket: PathBuf,
+    /// Sent again to a daemon that does not know the session (after a restart).
+    session: std::sync::Mutex<Option<SessionInfo>>,
+}
+
+/// How often a session retries a daemon that went away.
+const RECONNECT_EVERY: Duration = Duration::from_millis(200);
+
+enum AskFailure {
+    /// The daemon answered with an error: retrying the same ask cannot help,
+    /// unless the error is that it does not know the session.
+    Api(ApiError),
+    /// Talking to the daemon failed: it may come back.
+    Transport(anyhow::Error),
 }
 
 impl DaemonUpstream {
+    pub fn new(socket: PathBuf) -> Self {
+        Self {
+            socket,
+            session: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Registers the session with the daemon and remembers it for re-registration.
+    pub fn register(&self, info: SessionInfo) -> Result<(), CallError> {
+        call(
+            &self.socket,
+            Op::Register {
+                session: info.clone(),
+            },
+        )?;
+        *self.session.lock().expect("upstream poisoned") = Some(info);
+        Ok(())
+    }
+
+    fn reregister(&self) {
+        let info = self.session.lock().expect("upstream poisoned").clone();
+        if let Some(info) = info {
+            // "already registered" is fine: another ask got there first.
+            let _ = call(&self.socket, Op::Register { session: info });
+        }
+    }
+
     fn try_ask(
         &self,
         request: &HoldRequest,
         timeout: Duration,
         on_timeout: Decision,
         opened: &dyn Fn(&Hold),
-    ) -> anyhow::Result<Outcome> {
-        let mut client = Client::connect(&self.socket)?;
+    ) -> Result<Outcome, AskFailure> {
+        let transport = AskFailure::Transport;
+        let mut client = Client::connect(&self.socket).map_err(transport)?;
         client.set_timeout(Some(timeout + ASK_GRACE));
-        client.send(Op::Ask {
-            request: request.clone(),
-            timeout_ms: timeout.as_millis().try_into().unwrap_or(u64::MAX),
-            on_timeout,
-        })?;
+        client
+            .send(Op::Ask {
+                request: request.clone(),
+                timeout_ms: timeout.as_millis().try_into().unwrap_or(u64::MAX),
+                on_timeout,
+            })
+            .map_err(transport)?;
         loop {
-            let Some(response) = client.receive()? else {
-                bail!("the daemon closed the connection during an ask");
+            let Some(response) = client.receive().map_err(transport)? else {
+                return Err(transport(anyhow::anyhow!(
+                    "the daemon closed the connection during an ask"
+                )));
             };
-            let mut value = response.into_result()?;
+            let mut value = response.into_result().map_err(AskFailure::Api)?;
             if let Some(hold) = value.get_mut("opened") {
-                opened(&serde_json::from_value(hold.take())?);
+                let hold: Hold =
+                    serde_json::from_value(hold.take()).map_err(|e| transport(e.into()))?;
+                opened(&hold);
                 continue;
             }
             if let Some(outcome) = value.get_mut("outcome") {
-                return Ok(serde_json::from_value(outcome.take())?);
+                return serde_json::from_value(outcome.take()).map_err(|e| transport(e.into()));
             }
-            bail!("unexpected answer to ask: {value}");
+            return Err(transport(anyhow::anyhow!(
+                "unexpected answer to ask: {value}"
+            )));
         }
     }
 }
@@ -142,22 +195,42 @@ impl HoldUpstream for DaemonUpstream {
         opened: &dyn Fn(&Hold),
     ) -> Outcome {
         let started = std::time::Instant::now();
-        match self.try_ask(request, timeout, on_timeout, opened) {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                // The daemon is gone: nobody can approve, so the timeout decision applies.
-                log::error!("guard: asking the daemon failed ({e:#}); applying {on_timeout}");
-                Outcome {
-                    hold: Hold {
-                        id: 0,
-                        request: request.clone(),
-                        since: std::time::SystemTime::now(),
-                    },
-                    resolution: Resolution::TimedOut {
-                        decision: on_timeout,
-                    },
-                    waited: started.elapsed(),
-                    by_grant: false,
+        let timed_out = |why: String| {
+            // Nobody could answer in time, so the timeout decision applies.
+            log::error!("guard: {why}; applying {on_timeout}");
+            Outcome {
+                hold: Hold {
+                    id: 0,
+                    request: request.clone(),
+                    since: std::time::SystemTime::now(),
+                },
+                resolution: Resolution::TimedOut {
+                    decision: on_timeout,
+                },
+                waited: started.elapsed(),
+                by_grant: false,
+            }
+        };
+        loop {
+            let left = timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return timed_out("the daemon did not decide before the ask timeout".into());
+            }
+            match self.try_ask(request, left, on_timeout, opened) {
+                Ok(mut outcome) => {
+                    outcome.waited = started.elapsed();
+                    return outcome;
+                }
+                Err(AskFailure::Api(e)) if e.code == ErrorCode::NotFound => self.reregister(),
+                Err(AskFailure::Api(e)) => {
+                    return timed_out(format!("the daemon refused the ask: {e}"));
+                }
+                Err(AskFailure::Transport(e)) => {
+                    log::warn!("guard: asking the daemon failed ({e:#}); retrying");
+                    std::thread::sleep(RECONNECT_EVERY.min(left));
+                    if Client::connect(&self.socket).is_ok() {
+                        self.reregister();
+                    }
                 }
             }
         }

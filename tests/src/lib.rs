@@ -131,12 +131,23 @@ pub fn guard_bin() -> PathBuf {
             .expect("tests/ has a parent")
             .to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "guard-userspace", "--bin", "guard"])
+        let out = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "guard-userspace",
+                "--bin",
+                "guard",
+            ])
             .current_dir(&workspace)
-            .status()
+            .output()
             .expect("running cargo build for the guard binary");
-        assert!(status.success(), "building the guard binary failed");
+        assert!(
+            out.status.success(),
+            "building the guard binary failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         // The test executable lives in target/<profile>/deps/.
         let exe = std::env::current_exe().expect("current_exe");
         let bin = exe

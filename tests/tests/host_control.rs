@@ -872,3 +872,60 @@ fn a_hold_survives_a_daemon_restart_and_is_approved_after_it() {
     let _ = held.kill();
     let _ = held.wait();
 }
+
+#[test]
+fn events_lists_recent_decisions_and_follow_streams_new_ones() {
+    let f = Fixture::new("events");
+    let asked = f.ask("/prod/e1");
+    f.wait_for_holds(1);
+    let id = f.controller.broker().pending()[0].id;
+    assert!(f.guard(&["deny", &id.to_string()]).status.success());
+    asked.join().unwrap();
+
+    let out = f.guard(&["events", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let kinds: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["session_started", "hold_opened", "decision"],
+        "{}",
+        text(&out)
+    );
+    let human = f.guard(&["events"]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        human.contains("ctl deny unlink /prod/e1 (rule file.protected) [denied by root"),
+        "{human}"
+    );
+
+    // --follow: replays, then streams what happens next.
+    let mut follower = guard_command(&f.socket)
+        .args(["events", "--follow", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    for _ in 0..3 {
+        lines.next().expect("a replayed event").unwrap();
+    }
+    let asked = f.ask("/prod/e2");
+    let next: Value = serde_json::from_str(&lines.next().expect("a new event").unwrap()).unwrap();
+    assert_eq!(next["event"], "hold_opened");
+    assert_eq!(next["hold"]["action"]["path"], "/prod/e2");
+    let id = next["hold"]["id"].as_u64().unwrap();
+    assert!(f.guard(&["approve", &id.to_string()]).status.success());
+    let last: Value = serde_json::from_str(&lines.next().expect("the decision").unwrap()).unwrap();
+    assert_eq!(last["event"], "decision");
+    assert_eq!(last["record"]["outcome"], "approved");
+    asked.join().unwrap();
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+}

@@ -268,11 +268,10 @@ fn run_in(
             .register(info.clone())
             .map_err(|e| anyhow::anyhow!("{e}"))
             .and_then(|()| {
-                let started = Server::start(
-                    socket,
-                    controller.clone(),
-                    Some((account.uid, account.gid)),
-                )
+                // Root-only, like the daemon's: the agent runs as the session's
+                // user and could reach a user-owned socket from outside the
+                // cgroup (systemd-run --user), then approve its own holds.
+                let started = Server::start(socket, controller.clone(), None)
                 .with_context(|| {
                     format!(
                         "no daemon answers on {} and the session's own socket could not be served",

@@ -23,6 +23,9 @@ pub struct VmTestArgs {
     /// Run only the test binaries whose name starts with this (tests/tests/<name>.rs).
     #[arg(long, default_value = "vm_")]
     pub tests: String,
+    /// The kernel's lsm= list. Leave out bpf to see the tier refuse to run.
+    #[arg(long, default_value = qemu::DEFAULT_LSM)]
+    pub lsm: String,
 }
 
 impl Default for VmTestArgs {
@@ -31,6 +34,7 @@ impl Default for VmTestArgs {
             kernel: KernelChoice::All,
             timeout: 600,
             tests: "vm_".into(),
+            lsm: qemu::DEFAULT_LSM.into(),
         }
     }
 }
@@ -65,15 +69,16 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
         );
     }
 
-    let (guard, tests) = initramfs::build_binaries(&args.tests)?;
+    let binaries = initramfs::build_binaries(&args.tests)?;
     // <target>/debug/guard -> <target>/vm, wherever CARGO_TARGET_DIR points.
-    let out_dir = guard
+    let out_dir = binaries
+        .guard
         .ancestors()
         .nth(2)
         .context("guard binary outside a target directory")?
         .join("vm");
     let step = Instant::now();
-    let initrd = initramfs::build(&out_dir, &guard, &tests)?;
+    let initrd = initramfs::build(&out_dir, &binaries)?;
     println!(
         "xtask: vm: initramfs {} ({:.1} MB, {} test binaries: {}) in {:.1}s",
         initrd.path.display(),
@@ -101,6 +106,7 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
         let outcome = qemu::boot(
             kernel,
             &initrd.path,
+            &args.lsm,
             Duration::from_secs(args.timeout),
             &log,
         )?;

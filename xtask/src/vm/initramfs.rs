@@ -31,31 +31,61 @@ pub struct Initramfs {
     pub tests: Vec<TestBinary>,
 }
 
-/// Builds the guard binary and guard-tests' integration tests, and returns the
-/// guard binary and the test binaries whose name starts with `prefix`.
-pub fn build_binaries(prefix: &str) -> anyhow::Result<(PathBuf, Vec<TestBinary>)> {
+/// What goes into the initramfs besides busybox.
+#[derive(Debug)]
+pub struct Binaries {
+    pub guard: PathBuf,
+    /// Test binaries to run, sorted by name.
+    pub tests: Vec<TestBinary>,
+    /// guard-tests' own `[[bin]]` programs: copied (tests find them through
+    /// CARGO_BIN_EXE_*, an absolute host path) but not run.
+    pub helpers: Vec<PathBuf>,
+}
+
+/// Builds the guard binary and guard-tests' integration tests, and picks the
+/// test binaries whose name starts with `prefix`.
+pub fn build_binaries(prefix: &str) -> anyhow::Result<Binaries> {
     println!("xtask: vm: building the guard binary and the integration tests");
     let guard = cargo_executables(&["build", "-p", "guard-userspace", "--bin", "guard"])?
         .into_iter()
-        .find(|(name, _)| name == "guard")
-        .map(|(_, path)| path)
+        .find(|a| a.name == "guard" && a.is_bin)
+        .map(|a| a.path)
         .context("cargo built no guard binary")?;
-    let mut tests: Vec<TestBinary> =
-        cargo_executables(&["test", "-p", "guard-tests", "--tests", "--no-run"])?
-            .into_iter()
-            .filter(|(name, _)| name.starts_with(prefix))
-            .map(|(name, path)| TestBinary { name, path })
-            .collect();
+    let mut tests = Vec::new();
+    let mut helpers = Vec::new();
+    for artifact in cargo_executables(&["test", "-p", "guard-tests", "--tests", "--no-run"])? {
+        if artifact.is_bin {
+            helpers.push(artifact.path);
+        } else if artifact.name.starts_with(prefix) {
+            tests.push(TestBinary {
+                name: artifact.name,
+                path: artifact.path,
+            });
+        }
+    }
     tests.sort_by(|a, b| a.name.cmp(&b.name));
     if tests.is_empty() {
         bail!("no test binary in tests/tests/ starts with {prefix:?}");
     }
-    Ok((guard, tests))
+    Ok(Binaries {
+        guard,
+        tests,
+        helpers,
+    })
 }
 
-/// Runs cargo with JSON messages and returns (target name, executable) of every
-/// executable artifact.
-fn cargo_executables(args: &[&str]) -> anyhow::Result<Vec<(String, PathBuf)>> {
+/// An executable cargo built.
+#[derive(Debug, PartialEq, Eq)]
+struct Artifact {
+    /// The target name: the file name in tests/tests/ or the [[bin]] name.
+    name: String,
+    /// A `[[bin]]` target rather than a test harness.
+    is_bin: bool,
+    path: PathBuf,
+}
+
+/// Runs cargo with JSON messages and returns every executable it built.
+fn cargo_executables(args: &[&str]) -> anyhow::Result<Vec<Artifact>> {
     let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(args)
         .arg("--message-format=json-render-diagnostics")
@@ -76,19 +106,26 @@ fn cargo_executables(args: &[&str]) -> anyhow::Result<Vec<(String, PathBuf)>> {
     Ok(found)
 }
 
-/// (target name, executable) from one cargo JSON message, if it is an executable.
-fn executable_artifact(line: &str) -> Option<(String, PathBuf)> {
+/// The executable named by one cargo JSON message, if any.
+fn executable_artifact(line: &str) -> Option<Artifact> {
     let message: serde_json::Value = serde_json::from_str(line).ok()?;
     if message["reason"] != "compiler-artifact" {
         return None;
     }
-    let executable = message["executable"].as_str()?;
-    let name = message["target"]["name"].as_str()?;
-    Some((name.to_string(), PathBuf::from(executable)))
+    let path = PathBuf::from(message["executable"].as_str()?);
+    let name = message["target"]["name"].as_str()?.to_string();
+    // A test harness has profile.test set; a [[bin]] built for the tests does not.
+    let is_bin = message["profile"]["test"] == false
+        && message["target"]["kind"]
+            .as_array()
+            .is_some_and(|kinds| kinds.iter().any(|k| k == "bin"));
+    Some(Artifact { name, is_bin, path })
 }
 
 /// Writes the initramfs to `<out_dir>/initramfs.cpio`.
-pub fn build(out_dir: &Path, guard: &Path, tests: &[TestBinary]) -> anyhow::Result<Initramfs> {
+pub fn build(out_dir: &Path, binaries: &Binaries) -> anyhow::Result<Initramfs> {
+    let guard = binaries.guard.as_path();
+    let tests = binaries.tests.as_slice();
     let stage = out_dir.join("stripped");
     fs::create_dir_all(&stage).with_context(|| format!("creating {}", stage.display()))?;
     let mut archive = Archive::default();
@@ -143,6 +180,7 @@ pub fn build(out_dir: &Path, guard: &Path, tests: &[TestBinary]) -> anyhow::Resu
 
     let mut elves: Vec<&Path> = vec![guard];
     elves.extend(tests.iter().map(|t| t.path.as_path()));
+    elves.extend(binaries.helpers.iter().map(PathBuf::as_path));
     let mut libraries = BTreeSet::new();
     for elf in &elves {
         archive.add(
@@ -298,11 +336,17 @@ mod tests {
 
     #[test]
     fn cargo_messages_yield_test_executables() {
-        let line = r#"{"reason":"compiler-artifact","target":{"name":"vm_lsm","kind":["test"]},"executable":"/t/debug/deps/vm_lsm-abc"}"#;
+        let line = r#"{"reason":"compiler-artifact","target":{"name":"vm_lsm","kind":["test"]},"profile":{"test":true},"executable":"/t/debug/deps/vm_lsm-abc"}"#;
         assert_eq!(
             executable_artifact(line),
-            Some(("vm_lsm".into(), PathBuf::from("/t/debug/deps/vm_lsm-abc")))
+            Some(Artifact {
+                name: "vm_lsm".into(),
+                is_bin: false,
+                path: PathBuf::from("/t/debug/deps/vm_lsm-abc")
+            })
         );
+        let helper = r#"{"reason":"compiler-artifact","target":{"name":"victim","kind":["bin"]},"profile":{"test":false},"executable":"/t/debug/victim"}"#;
+        assert!(executable_artifact(helper).unwrap().is_bin);
         let lib = r#"{"reason":"compiler-artifact","target":{"name":"guard","kind":["lib"]},"executable":null}"#;
         assert_eq!(executable_artifact(lib), None);
         assert_eq!(executable_artifact("not json"), None);

@@ -100,8 +100,31 @@ pub fn fetch(series: Series, cache: &Path) -> anyhow::Result<Kernel> {
     })
 }
 
-/// Asks apt which kernel the series' meta-package depends on right now.
+/// Asks apt which kernel the series' meta-package depends on right now,
+/// refreshing apt's lists once if they do not know it (a fresh machine).
 fn newest_release(series: Series) -> anyhow::Result<String> {
+    match depends_of_meta(series) {
+        Ok(release) => Ok(release),
+        Err(e) => {
+            println!("xtask: vm: {e:#}; running apt-get update");
+            apt_update()?;
+            depends_of_meta(series)
+        }
+    }
+}
+
+fn apt_update() -> anyhow::Result<()> {
+    let status = Command::new("apt-get")
+        .args(["update", "-qq"])
+        .status()
+        .context("running apt-get update")?;
+    if !status.success() {
+        bail!("apt-get update failed ({status}); run it as root and check the Debian sources");
+    }
+    Ok(())
+}
+
+fn depends_of_meta(series: Series) -> anyhow::Result<String> {
     let meta = series.meta_package();
     let output = Command::new("apt-cache")
         .args(["depends", "--important", meta])
@@ -165,11 +188,8 @@ fn download_into(package: &str, release: &str, work: &Path, dest: &Path) -> anyh
     if !apt_download(package, work)? {
         // A stale package list names a file the mirror has since replaced.
         println!("xtask: vm: download failed; refreshing apt lists and retrying");
-        let status = Command::new("apt-get")
-            .args(["update", "-qq"])
-            .status()
-            .context("running apt-get update")?;
-        if !status.success() || !apt_download(package, work)? {
+        apt_update()?;
+        if !apt_download(package, work)? {
             bail!(
                 "could not download {package}; check network access to deb.debian.org and `apt-cache policy {package}`"
             );

@@ -14,10 +14,15 @@ use anyhow::{Context as _, bail};
 
 use super::kernel::Kernel;
 
-/// The kernel command line. `lsm=` puts bpf in the active list explicitly (Debian's
-/// default list also ends in bpf); panic=-1 with -no-reboot turns a panic into
-/// QEMU exiting instead of a hang.
-pub const APPEND: &str = "console=ttyS0 lsm=lockdown,capability,landlock,bpf panic=-1 quiet";
+/// The LSM list the VM boots with: bpf explicitly active (Debian's default list
+/// also ends in bpf, but must not be relied on).
+pub const DEFAULT_LSM: &str = "lockdown,capability,landlock,bpf";
+
+/// The kernel command line. panic=-1 with -no-reboot turns a panic into QEMU
+/// exiting instead of a hang.
+pub fn kernel_command_line(lsm: &str) -> String {
+    format!("console=ttyS0 lsm={lsm} panic=-1 quiet")
+}
 
 /// How one boot ended.
 #[derive(Debug)]
@@ -50,6 +55,7 @@ pub fn parse_result(line: &str) -> Option<VmResult> {
 pub fn boot(
     kernel: &Kernel,
     initrd: &Path,
+    lsm: &str,
     timeout: Duration,
     log: &Path,
 ) -> anyhow::Result<BootOutcome> {
@@ -69,7 +75,8 @@ pub fn boot(
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", APPEND])
+        .arg("-append")
+        .arg(kernel_command_line(lsm))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -168,3 +168,10 @@ pub fn guard_bin() -> PathBuf {
     );
     guard
 }
+
+/// Says on the terminal that a test skipped its kernel part, and why. Written to
+/// fd 2 directly: libtest captures `eprintln!` of passing tests, which would hide it.
+pub fn report_skip(test: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}

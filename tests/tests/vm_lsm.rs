@@ -10,7 +10,7 @@ use guard::{
     programs::{Probe, ProgramSet},
 };
 use guard_common::{SessionConfig, session_flags};
-use guard_tests::{TestCgroup, drain_events, expect_event, in_vm_tier, require_root};
+use guard_tests::{TestCgroup, drain_events, expect_event, in_vm_tier, report_skip, require_root};
 
 /// A scratch directory with two files, removed on drop.
 struct Scratch(PathBuf);
@@ -47,9 +47,11 @@ fn unlink_is_refused_in_a_deny_session_and_allowed_elsewhere() {
         if in_vm_tier() {
             panic!("the VM tier boots with lsm=...,bpf, so path_unlink must attach: {e:#}");
         }
-        eprintln!(
-            "SKIPPED vm_lsm: BPF LSM cannot attach on this kernel ({e:#}); \
-             it runs in `cargo xtask vm-test`"
+        report_skip(
+            "vm_lsm",
+            &format!(
+                "BPF LSM cannot attach on this kernel ({e:#}); it runs in `cargo xtask vm-test`"
+            ),
         );
         return;
     }

@@ -67,37 +67,40 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// The newest kernel of `series`: from the cache when apt names one already
-/// there, downloaded otherwise. Without apt metadata, the newest cached one.
+/// there, downloaded otherwise. When apt or the download fails (offline), the
+/// newest cached kernel of the series, with a note saying so.
 pub fn fetch(series: Series, cache: &Path) -> anyhow::Result<Kernel> {
     fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
-    let release = match newest_release(series) {
-        Ok(release) => release,
-        Err(e) => {
-            if let Some(kernel) = newest_cached(series, cache)? {
+    let result = newest_release(series).and_then(|release| {
+        let vmlinuz = cache.join(format!("vmlinuz-{release}"));
+        if vmlinuz.is_file() {
+            println!(
+                "xtask: vm: kernel {release} cached at {}",
+                vmlinuz.display()
+            );
+        } else {
+            download(&release, cache, &vmlinuz)?;
+        }
+        Ok(Kernel {
+            series,
+            release,
+            vmlinuz,
+        })
+    });
+    match result {
+        Ok(kernel) => Ok(kernel),
+        Err(e) => match newest_cached(series, cache)? {
+            Some(kernel) => {
                 println!(
-                    "xtask: vm: apt cannot name the newest {} kernel ({e:#}); using cached {}",
+                    "xtask: vm: cannot get the newest {} kernel ({e:#}); using cached {}",
                     series.label(),
                     kernel.release
                 );
-                return Ok(kernel);
+                Ok(kernel)
             }
-            return Err(e);
-        }
-    };
-    let vmlinuz = cache.join(format!("vmlinuz-{release}"));
-    if vmlinuz.is_file() {
-        println!(
-            "xtask: vm: kernel {release} cached at {}",
-            vmlinuz.display()
-        );
-    } else {
-        download(&release, cache, &vmlinuz)?;
+            None => Err(e),
+        },
     }
-    Ok(Kernel {
-        series,
-        release,
-        vmlinuz,
-    })
 }
 
 /// Asks apt which kernel the series' meta-package depends on right now,

@@ -3,6 +3,8 @@
 # insists on BPF LSM, runs each test binary listed in /etc/guard-vm/tests, prints
 # one GUARD-VM-RESULT line for `cargo xtask vm-test` to parse, and powers off.
 
+# End the firmware's unterminated "Booting from ROM..." line.
+echo
 /bin/busybox mkdir -p /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=dumb
@@ -25,11 +27,11 @@ must_mount() {
     mount -t "$1" "$1" "$2" || fatal "cannot mount $1 on $2" "mount-$1"
 }
 
+# /tmp and /run stay on the root file system (already a tmpfs): a tmpfs mounted
+# over /tmp would hide binaries built under a CARGO_TARGET_DIR in /tmp.
 must_mount proc /proc
 must_mount sysfs /sys
 must_mount devtmpfs /dev
-must_mount tmpfs /tmp
-must_mount tmpfs /run
 must_mount securityfs /sys/kernel/security
 must_mount bpf /sys/fs/bpf
 must_mount cgroup2 /sys/fs/cgroup

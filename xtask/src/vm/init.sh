@@ -27,7 +27,7 @@ must_mount() {
     mount -t "$1" "$1" "$2" || fatal "cannot mount $1 on $2" "mount-$1"
 }
 
-# /tmp and /run stay on the root file system (already a tmpfs): a tmpfs mounted
+# /tmp and /run stay on the root file system (already in RAM): a tmpfs mounted
 # over /tmp would hide binaries built under a CARGO_TARGET_DIR in /tmp.
 must_mount proc /proc
 must_mount sysfs /sys

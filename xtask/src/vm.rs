@@ -20,6 +20,10 @@ pub struct VmTestArgs {
     /// Seconds one boot may take, tests included, before QEMU is killed.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    /// Seconds one test binary may run inside the VM before it is killed
+    /// (SIGKILL) and counted as failed; the binaries after it still run.
+    #[arg(long, default_value_t = 300)]
+    pub test_timeout: u64,
     /// Run only the test binaries whose name starts with this (tests/tests/<name>.rs).
     #[arg(long, default_value = "vm_")]
     pub tests: String,
@@ -33,6 +37,7 @@ impl Default for VmTestArgs {
         Self {
             kernel: KernelChoice::All,
             timeout: 600,
+            test_timeout: 300,
             tests: "vm_".into(),
             lsm: qemu::DEFAULT_LSM.into(),
         }
@@ -78,7 +83,7 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
         .context("guard binary outside a target directory")?
         .join("vm");
     let step = Instant::now();
-    let initrd = initramfs::build(&out_dir, &binaries)?;
+    let initrd = initramfs::build(&out_dir, &binaries, args.test_timeout)?;
     println!(
         "xtask: vm: initramfs {} ({:.1} MB, {} test binaries: {}) in {:.1}s",
         initrd.path.display(),

@@ -57,13 +57,19 @@ while read -r name path <&3; do
     [ -n "$name" ] || continue
     echo "GUARD-VM-TEST start $name"
     start=$(date +%s)
-    if "$path" --test-threads=1 </dev/null; then
+    # A hung binary is killed so the ones after it still run.
+    timeout -s KILL "$GUARD_VM_TEST_TIMEOUT" "$path" --test-threads=1 </dev/null
+    rc=$?
+    took=$(($(date +%s) - start))
+    if [ "$rc" -eq 0 ]; then
         passed=$((passed + 1))
-        echo "GUARD-VM-TEST pass $name $(($(date +%s) - start))s"
+        echo "GUARD-VM-TEST pass $name ${took}s"
     else
         failed=$((failed + 1))
         failed_names="$failed_names${failed_names:+,}$name"
-        echo "GUARD-VM-TEST FAIL $name $(($(date +%s) - start))s"
+        why="exit status $rc"
+        [ "$rc" -eq 137 ] && why="killed (SIGKILL; the per-binary limit is ${GUARD_VM_TEST_TIMEOUT}s)"
+        echo "GUARD-VM-TEST FAIL $name ${took}s: $why"
     fi
 done 3< /etc/guard-vm/tests
 

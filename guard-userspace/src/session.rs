@@ -245,6 +245,32 @@ fn run_in(
     )?;
     let mut ring = set.take_events()?;
 
+    // The prompt observes the broker before the command starts, so even a
+    // hold on its very first exec reaches the terminal.
+    let agent_pid = Arc::new(AtomicI32::new(0));
+    if options.prompt
+        && let Some(terminal) = Terminal::open()
+    {
+        let decider: Arc<dyn Decider> = match &control {
+            Control::Daemon { socket, .. } => Arc::new(DaemonDecider {
+                socket: socket.clone(),
+            }),
+            Control::Embedded { .. } => Arc::new(LocalDecider {
+                broker: broker.clone(),
+                cgroup: cgroup.clone(),
+            }),
+        };
+        let approver = TerminalApprover::start(
+            terminal,
+            name.to_owned(),
+            cgroup.clone(),
+            agent_pid.clone(),
+            decider,
+            format!("{} (at the session terminal)", account.name),
+        )?;
+        broker.observe(approver);
+    }
+
     let mut command = Command::new(program);
     command.args(args);
     enter_session_as(&mut command, cgroup, account)?;
@@ -254,6 +280,7 @@ fn run_in(
         .spawn()
         .with_context(|| format!("starting {}", program.to_string_lossy()))?;
     signals.forward_to(child.id() as i32);
+    agent_pid.store(child.id() as i32, Ordering::SeqCst);
     info.agent_pid = child.id();
 
     let registered = match &mut control {
@@ -290,29 +317,6 @@ fn run_in(
     // Hook: backends start here, deciding with `policy` and asking `broker`:
     //   seccomp: `pending.start(policy.clone(), broker.clone(), name.to_owned())`
     //   exec stop / LSM: the kernel backend's start with the same three.
-
-    if options.prompt
-        && let Some(terminal) = Terminal::open()
-    {
-        let decider: Arc<dyn Decider> = match &control {
-            Control::Daemon { socket, .. } => Arc::new(DaemonDecider {
-                socket: socket.clone(),
-            }),
-            Control::Embedded { .. } => Arc::new(LocalDecider {
-                broker: broker.clone(),
-                cgroup: cgroup.clone(),
-            }),
-        };
-        let approver = TerminalApprover::start(
-            terminal,
-            name.to_owned(),
-            cgroup.clone(),
-            child.id() as i32,
-            decider,
-            format!("{} (at the session terminal)", account.name),
-        )?;
-        broker.observe(approver);
-    }
 
     let mut seen = Vec::new();
     let status: ExitStatus = loop {

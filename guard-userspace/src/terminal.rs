@@ -11,7 +11,11 @@ use std::{
     io::{Read as _, Write as _},
     os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _},
     path::Path,
-    sync::{Arc, Mutex, mpsc},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI32, Ordering},
+        mpsc,
+    },
 };
 
 use anyhow::Context as _;
@@ -325,11 +329,13 @@ pub struct TerminalApprover {
 }
 
 impl TerminalApprover {
+    /// `redraw` is the agent's pid, set once it is spawned (the prompt is
+    /// started before, so no early hold is missed); 0 until then.
     pub fn start(
         terminal: Terminal,
         session: String,
         cgroup: Cgroup,
-        redraw: i32,
+        redraw: Arc<AtomicI32>,
         decider: Arc<dyn Decider>,
         approver: String,
     ) -> anyhow::Result<Arc<Self>> {
@@ -342,6 +348,7 @@ impl TerminalApprover {
                         continue;
                     }
                     let pending = || decider.is_pending(&hold);
+                    let redraw = redraw.load(Ordering::SeqCst);
                     match terminal.ask(&hold, &cgroup, redraw, &pending) {
                         Ok(Some(choice)) => {
                             if let Err(e) = decider.decide(&hold, choice, &approver) {

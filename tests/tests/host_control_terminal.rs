@@ -163,7 +163,7 @@ fn prompt_over_a_raw_mode_tui_freezes_asks_restores_and_redraws() {
         terminal,
         "tty".into(),
         cg.cgroup.clone(),
-        agent.id() as i32,
+        Arc::new(std::sync::atomic::AtomicI32::new(agent.id() as i32)),
         Arc::new(LocalDecider {
             broker: broker.clone(),
             cgroup: cg.cgroup.clone(),

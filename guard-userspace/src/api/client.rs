@@ -221,7 +221,12 @@ impl HoldUpstream for DaemonUpstream {
                     outcome.waited = started.elapsed();
                     return outcome;
                 }
-                Err(AskFailure::Api(e)) if e.code == ErrorCode::NotFound => self.reregister(),
+                Err(AskFailure::Api(e)) if e.code == ErrorCode::NotFound => {
+                    // Not registered yet (an ask on the very first exec) or
+                    // any more (a restarted daemon): register, then ask again.
+                    std::thread::sleep(Duration::from_millis(20).min(left));
+                    self.reregister();
+                }
                 Err(AskFailure::Api(e)) => {
                     return timed_out(format!("the daemon refused the ask: {e}"));
                 }

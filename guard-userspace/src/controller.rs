@@ -196,8 +196,16 @@ impl Controller {
         self.publish(ControlEvent::Decision { record });
     }
 
+    /// Adds a session, or updates one registered by the same supervisor
+    /// (its agent pid once spawned, or again after a daemon restart).
     pub fn register(&self, info: SessionInfo) -> Result<(), ApiError> {
         let mut sessions = self.sessions.lock().expect("session registry poisoned");
+        if let Some(entry) = sessions.get_mut(&info.name)
+            && entry.info.supervisor_pid == info.supervisor_pid
+        {
+            entry.info = info;
+            return Ok(());
+        }
         if sessions.contains_key(&info.name) {
             return Err(ApiError::new(
                 ErrorCode::BadRequest,

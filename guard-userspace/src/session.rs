@@ -271,6 +271,9 @@ fn run_in(
         broker.observe(approver);
     }
 
+    // Registered before the command starts, so its first actions count.
+    register(&control, &info)?;
+
     let mut command = Command::new(program);
     command.args(args);
     enter_session_as(&mut command, cgroup, account)?;
@@ -283,36 +286,30 @@ fn run_in(
     agent_pid.store(child.id() as i32, Ordering::SeqCst);
     info.agent_pid = child.id();
 
-    let registered = match &mut control {
-        Control::Daemon { socket, upstream } => upstream.register(info.clone()).map_err(|e| {
-            anyhow::anyhow!("registering with the daemon at {}: {e}", socket.display())
-        }),
-        Control::Embedded {
-            controller,
-            socket,
-            server,
-        } => controller
-            .register(info.clone())
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .and_then(|()| {
-                // Root-only, like the daemon's: the agent runs as the session's
-                // user and could reach a user-owned socket from outside the
-                // cgroup (systemd-run --user), then approve its own holds.
-                let started = Server::start(socket, controller.clone(), None)
-                .with_context(|| {
-                    format!(
-                        "no daemon answers on {} and the session's own socket could not be served",
-                        endpoint::daemon_socket(options.socket.as_deref()).display()
-                    )
-                })?;
-                *server = Some(started);
-                Ok(())
-            }),
-    };
-    if let Err(e) = registered {
-        let _ = cgroup.kill();
-        let _ = child.wait();
-        return Err(e);
+    // Registered again with the agent's pid; a failure only loses that detail.
+    if let Err(e) = register(&control, &info) {
+        log::warn!("updating the session's registration: {e:#}");
+    }
+    if let Control::Embedded {
+        controller,
+        socket,
+        server,
+    } = &mut control
+    {
+        // Root-only, like the daemon's: the agent runs as the session's user
+        // and could reach a user-owned socket from outside the cgroup
+        // (systemd-run --user), then approve its own holds.
+        match Server::start(socket, controller.clone(), None) {
+            Ok(started) => *server = Some(started),
+            Err(e) => {
+                let _ = cgroup.kill();
+                let _ = child.wait();
+                return Err(e.context(format!(
+                    "no daemon answers on {} and the session's own socket could not be served",
+                    endpoint::daemon_socket(options.socket.as_deref()).display()
+                )));
+            }
+        }
     }
     // Hook: backends start here, deciding with `policy` and asking `broker`:
     //   seccomp: `pending.start(policy.clone(), broker.clone(), name.to_owned())`
@@ -374,6 +371,18 @@ fn run_in(
         events: seen,
         dropped,
     })
+}
+
+/// Registers (or updates) the session with whoever decides for it.
+fn register(control: &Control, info: &SessionInfo) -> anyhow::Result<()> {
+    match control {
+        Control::Daemon { socket, upstream } => upstream.register(info.clone()).map_err(|e| {
+            anyhow::anyhow!("registering with the daemon at {}: {e}", socket.display())
+        }),
+        Control::Embedded { controller, .. } => controller
+            .register(info.clone())
+            .map_err(|e| anyhow::anyhow!("{e}")),
+    }
 }
 
 /// Registers the child's first steps after fork: move into the session

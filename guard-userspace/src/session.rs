@@ -181,7 +181,7 @@ fn run_in(
     cgroup: &Cgroup,
     name: &str,
     account: &Account,
-    _policy: &Arc<Policy>,
+    policy: &Arc<Policy>,
     program: &OsString,
     args: &[OsString],
     options: &SessionOptions,
@@ -232,18 +232,7 @@ fn run_in(
         }
     };
 
-    // The exec tracepoint reports every exec in the session (observe only).
-    let mut set = ProgramSet::load(cgroup.depth()?, &[Probe::Exec])?;
-    set.require(Probe::Exec)?;
-    set.sessions()?.insert(
-        cgroup.id()?,
-        SessionConfig {
-            flags: session_flags::WATCH_EXEC,
-            _pad: 0,
-        },
-        0,
-    )?;
-    let mut ring = set.take_events()?;
+    let kernel = KernelEnforcement::start(cgroup, name, policy, &broker)?;
 
     // The prompt observes the broker before the command starts, so even a
     // hold on its very first exec reaches the terminal.
@@ -311,29 +300,11 @@ fn run_in(
             }
         }
     }
-    // Hook: backends start here, deciding with `policy` and asking `broker`:
-    //   seccomp: `pending.start(policy.clone(), broker.clone(), name.to_owned())`
-    //   exec stop / LSM: the kernel backend's start with the same three.
+    // Hook: the seccomp backend starts here, deciding with `policy` and
+    // asking `broker`: `pending.start(policy.clone(), broker.clone(), name.to_owned())`.
 
-    let mut seen = Vec::new();
-    let status: ExitStatus = loop {
-        poll_readable(ring.as_raw_fd(), 100);
-        while let Some(record) = ring.next() {
-            match events::decode(&record) {
-                Ok(event) => seen.push(event),
-                Err(e) => log::warn!("undecodable kernel event: {e}"),
-            }
-        }
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-    };
-    while let Some(record) = ring.next() {
-        if let Ok(event) = events::decode(&record) {
-            seen.push(event);
-        }
-    }
-    let dropped = set.drops()?.iter().map(|(_, n)| n).sum();
+    let status: ExitStatus = child.wait().context("waiting for the command")?;
+    let (seen, dropped) = kernel.stop();
     let (controller_kind, counts) = match control {
         Control::Daemon { socket, .. } => {
             if let Err(e) = client::call(
@@ -371,6 +342,77 @@ fn run_in(
         events: seen,
         dropped,
     })
+}
+
+/// The kernel side of a session: guard's programs, the session's entry in
+/// their map, and the thread reading their events.
+struct KernelEnforcement {
+    set: ProgramSet,
+    stop: Arc<AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    events: Arc<Mutex<Vec<KernelEvent>>>,
+}
+
+impl KernelEnforcement {
+    /// Loads and attaches the programs and starts reading their events.
+    /// Hook: the kernel backends (exec stop, LSM restart hold) start here,
+    /// deciding held tasks with `policy` and asking `broker`.
+    fn start(
+        cgroup: &Cgroup,
+        _name: &str,
+        _policy: &Arc<Policy>,
+        _broker: &Arc<HoldBroker>,
+    ) -> anyhow::Result<Self> {
+        let mut set = ProgramSet::load(cgroup.depth()?, &[Probe::Exec])?;
+        set.require(Probe::Exec)?;
+        set.sessions()?.insert(
+            cgroup.id()?,
+            SessionConfig {
+                flags: session_flags::WATCH_EXEC,
+                _pad: 0,
+            },
+            0,
+        )?;
+        let mut ring = set.take_events()?;
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen, stopping) = (events.clone(), stop.clone());
+        let reader = std::thread::Builder::new()
+            .name("guard-events".into())
+            .spawn(move || {
+                while !stopping.load(Ordering::SeqCst) {
+                    poll_readable(ring.as_raw_fd(), 50);
+                    while let Some(record) = ring.next() {
+                        match events::decode(&record) {
+                            Ok(event) => seen.lock().expect("event list poisoned").push(event),
+                            Err(e) => log::warn!("undecodable kernel event: {e}"),
+                        }
+                    }
+                }
+            })
+            .context("starting the kernel event reader")?;
+        Ok(Self {
+            set,
+            stop,
+            reader: Some(reader),
+            events,
+        })
+    }
+
+    /// Stops reading events; returns what was seen and the drop count.
+    fn stop(mut self) -> (Vec<KernelEvent>, u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        let dropped = self
+            .set
+            .drops()
+            .map(|d| d.iter().map(|(_, n)| n).sum())
+            .unwrap_or(0);
+        let seen = std::mem::take(&mut *self.events.lock().expect("event list poisoned"));
+        (seen, dropped)
+    }
 }
 
 /// Registers (or updates) the session with whoever decides for it.

@@ -13,6 +13,7 @@ pub mod cmd;
 pub mod controller;
 pub mod decision;
 pub mod events;
+pub mod freeze;
 pub mod grants;
 pub mod holds;
 pub mod notice;

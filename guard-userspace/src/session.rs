@@ -28,6 +28,7 @@ use crate::{
     cgroup::Cgroup,
     controller::{self, Controller},
     events::{self, KernelEvent},
+    freeze::{FreezeOnHold, SessionFreeze},
     holds::{HoldBroker, HoldObserver, HoldRequest, Outcome},
     policy::Policy,
     programs::{Probe, ProgramSet},
@@ -237,6 +238,8 @@ fn run_in(
     // The prompt observes the broker before the command starts, so even a
     // hold on its very first exec reaches the terminal.
     let agent_pid = Arc::new(AtomicI32::new(0));
+    let freeze = SessionFreeze::new(cgroup.clone());
+    broker.observe(FreezeOnHold::new(name.to_owned(), freeze.clone()));
     if options.prompt
         && let Some(terminal) = Terminal::open()
     {
@@ -252,7 +255,7 @@ fn run_in(
         let approver = TerminalApprover::start(
             terminal,
             name.to_owned(),
-            cgroup.clone(),
+            freeze.clone(),
             agent_pid.clone(),
             decider,
             format!("{} (at the session terminal)", account.name),

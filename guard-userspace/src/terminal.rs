@@ -24,6 +24,7 @@ use crate::{
     action::Action,
     ancestry,
     cgroup::Cgroup,
+    freeze::SessionFreeze,
     holds::{GrantScope, Hold, HoldBroker, HoldObserver, Resolution},
 };
 
@@ -75,24 +76,21 @@ impl Terminal {
         Ok(Self { tty })
     }
 
-    /// Freezes `cgroup`, asks about `hold` on the terminal, restores the
-    /// terminal, thaws, and sends SIGWINCH to `redraw` (the agent's process
-    /// group, or its pid). Returns None if `still_pending` turns false first
-    /// (someone else decided, or the ask timed out).
+    /// Freezes the session, asks about `hold` on the terminal, restores the
+    /// terminal, thaws (unless a `freeze` hold still keeps it frozen), and
+    /// sends SIGWINCH to `redraw` (the agent's pid). Returns None if
+    /// `still_pending` turns false first (someone else decided, or the ask
+    /// timed out).
     pub fn ask(
         &self,
         hold: &Hold,
-        cgroup: &Cgroup,
+        freeze: &SessionFreeze,
         redraw: i32,
         still_pending: &dyn Fn() -> bool,
     ) -> anyhow::Result<Option<Choice>> {
-        if let Err(e) = cgroup.set_frozen(true) {
-            log::warn!("cannot freeze the session for the prompt: {e:#}");
-        }
+        freeze.hold();
         let result = self.with_cooked_terminal(|| self.prompt(hold, still_pending));
-        if let Err(e) = cgroup.set_frozen(false) {
-            log::error!("cannot thaw the session after the prompt: {e:#}");
-        }
+        freeze.release();
         if redraw != 0 {
             // SAFETY: kill has no memory preconditions.
             unsafe { libc::kill(redraw, libc::SIGWINCH) };
@@ -334,7 +332,7 @@ impl TerminalApprover {
     pub fn start(
         terminal: Terminal,
         session: String,
-        cgroup: Cgroup,
+        freeze: Arc<SessionFreeze>,
         redraw: Arc<AtomicI32>,
         decider: Arc<dyn Decider>,
         approver: String,
@@ -349,7 +347,7 @@ impl TerminalApprover {
                     }
                     let pending = || decider.is_pending(&hold);
                     let redraw = redraw.load(Ordering::SeqCst);
-                    match terminal.ask(&hold, &cgroup, redraw, &pending) {
+                    match terminal.ask(&hold, &freeze, redraw, &pending) {
                         Ok(Some(choice)) => {
                             if let Err(e) = decider.decide(&hold, choice, &approver) {
                                 log::warn!("applying the terminal answer failed: {e:#}");

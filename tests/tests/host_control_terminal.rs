@@ -17,6 +17,7 @@ use std::{
 use guard::{
     action::Action,
     decision::{Decision, Verdict},
+    freeze::SessionFreeze,
     holds::{GrantScope, HoldBroker, HoldRequest, Outcome, Resolution},
     terminal::{LocalDecider, Terminal, TerminalApprover},
 };
@@ -162,7 +163,7 @@ fn prompt_over_a_raw_mode_tui_freezes_asks_restores_and_redraws() {
     let approver = TerminalApprover::start(
         terminal,
         "tty".into(),
-        cg.cgroup.clone(),
+        SessionFreeze::new(cg.cgroup.clone()),
         Arc::new(std::sync::atomic::AtomicI32::new(agent.id() as i32)),
         Arc::new(LocalDecider {
             broker: broker.clone(),
@@ -263,4 +264,63 @@ fn prompt_over_a_raw_mode_tui_freezes_asks_restores_and_redraws() {
     use std::os::unix::process::ExitStatusExt as _;
     assert_eq!(status.signal(), Some(libc::SIGKILL));
     assert!(same_termios(&termios(&pty.slave), &raw));
+}
+
+#[test]
+fn a_freeze_decision_keeps_the_whole_session_frozen_until_decided() {
+    require_root();
+    let cg = TestCgroup::new("freeze");
+    let mut sibling = cg.spawn(&["sleep", "30"]);
+    let broker = HoldBroker::new();
+    let freeze = SessionFreeze::new(cg.cgroup.clone());
+    broker.observe(guard::freeze::FreezeOnHold::new(
+        "tty".into(),
+        freeze.clone(),
+    ));
+    let mut req = request(sibling.id(), "/prod/frozen");
+    req.verdict.decision = Decision::Freeze;
+    let asked = ask(&broker, req);
+    wait_until(Duration::from_secs(2), "the session to freeze", || {
+        frozen(&cg)
+    });
+    // The prompt comes and goes (it holds the freeze too): still frozen.
+    freeze.hold();
+    freeze.release();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(frozen(&cg), "the prompt must not thaw a freeze hold");
+    // An ordinary ask does not freeze anything.
+    let plain = ask(&broker, request(sibling.id(), "/prod/plain"));
+    wait_until(Duration::from_secs(2), "two holds", || {
+        broker.pending().len() == 2
+    });
+    for hold in broker.pending() {
+        if hold.request.verdict.decision == Decision::Freeze {
+            broker
+                .resolve(
+                    hold.id,
+                    Resolution::Approved {
+                        approver: "t".into(),
+                        scope: GrantScope::Once,
+                    },
+                )
+                .unwrap();
+        }
+    }
+    asked.join().unwrap();
+    wait_until(Duration::from_secs(2), "the session to thaw", || {
+        !frozen(&cg)
+    });
+    let id = broker.pending()[0].id;
+    broker
+        .resolve(
+            id,
+            Resolution::Denied {
+                approver: "t".into(),
+            },
+        )
+        .unwrap();
+    plain.join().unwrap();
+    assert!(!frozen(&cg));
+    sibling.kill().unwrap();
+    sibling.wait().unwrap();
 }

@@ -441,7 +441,7 @@ fn malformed_api_input_is_answered_with_errors_and_never_hangs() {
         let mut w = huge.try_clone().unwrap();
         std::thread::spawn(move || {
             let chunk = vec![b'a'; 64 * 1024];
-            for _ in 0..16 {
+            for _ in 0..=guard::api::wire::MAX_LINE / chunk.len() + 1 {
                 if w.write_all(&chunk).is_err() {
                     break;
                 }
@@ -928,4 +928,62 @@ fn events_lists_recent_decisions_and_follow_streams_new_ones() {
     asked.join().unwrap();
     follower.kill().unwrap();
     follower.wait().unwrap();
+}
+
+#[test]
+fn an_ask_with_a_huge_argv_reaches_the_daemon_intact() {
+    require_root();
+    let dir = TempDir::new("bigargv");
+    let socket = dir.join("guard.sock");
+    let mut daemon = start_daemon(&socket, &dir.join("audit.jsonl"));
+    let upstream = Arc::new(DaemonUpstream::new(socket.clone()));
+    upstream.register(session_info("big", 0)).unwrap();
+    let broker = HoldBroker::new();
+    broker.set_upstream(upstream);
+    // About ARG_MAX: 2 MiB of argv, with quotes and a newline to escape.
+    let argv: Vec<std::ffi::OsString> = std::iter::once("psql".into())
+        .chain((0..2048).map(|i| format!("\"arg {i}\"\n{}", "x".repeat(1000)).into()))
+        .collect();
+    let request = HoldRequest {
+        session: "big".into(),
+        pid: std::process::id(),
+        action: Action::Exec {
+            filename: "/usr/bin/psql".into(),
+            argv: argv.clone(),
+            cwd: "/".into(),
+        },
+        verdict: Verdict {
+            decision: Decision::Ask,
+            rule: "db.write".into(),
+            reason: "r".into(),
+        },
+        backend: "exec-stop",
+    };
+    let asking = std::thread::spawn(move || {
+        broker.ask_outcome(request, Duration::from_secs(30), Decision::Deny)
+    });
+    let mut ids = Vec::new();
+    wait_until(Duration::from_secs(10), "the big hold", || {
+        ids = daemon_hold_ids(&socket);
+        !ids.is_empty()
+    });
+    assert!(
+        guard_command(&socket)
+            .args(["deny", &ids[0].to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let outcome = asking.join().unwrap();
+    assert!(
+        matches!(outcome.resolution, Resolution::Denied { .. }),
+        "{outcome:?}"
+    );
+    let Action::Exec { argv: got, .. } = &outcome.hold.request.action else {
+        panic!("not an exec");
+    };
+    assert_eq!(got, &argv);
+    // SAFETY: our child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    daemon.wait().unwrap();
 }

@@ -17,8 +17,10 @@ use crate::{
 pub const VERSION: u32 = 1;
 
 /// Longest request line accepted; longer lines are answered with
-/// `line_too_long` and the connection is closed.
-pub const MAX_LINE: usize = 64 * 1024;
+/// `line_too_long` and the connection is closed. An `ask` carries a whole
+/// argv (up to ARG_MAX, 2 MiB, which JSON escaping can grow several times),
+/// and the sockets are root-only, so the bound is generous.
+pub const MAX_LINE: usize = 16 * 1024 * 1024;
 
 /// One operation.
 #[derive(Debug, Clone, Serialize, Deserialize)]

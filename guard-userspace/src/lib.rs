@@ -20,5 +20,6 @@ pub mod notice;
 pub mod policy;
 pub mod programs;
 pub mod session;
+pub mod signal_relay;
 pub mod terminal;
 pub mod users;

@@ -184,6 +184,10 @@ fn cli_lists_approves_and_denies_holds_and_the_audit_log_has_them() {
     std::thread::sleep(Duration::from_millis(50));
     let out = f.guard(&["approve", &id.to_string()]);
     assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("approved hold {id} in session ctl (once): unlink /prod/db.sqlite3")
+    );
     let outcome = asked.join().expect("ask thread");
     let Resolution::Approved { approver, scope } = &outcome.resolution else {
         panic!("expected approval, got {outcome:?}");

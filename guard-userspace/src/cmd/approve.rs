@@ -5,7 +5,11 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 
 use super::{call, finish, socket_of_hold, target};
-use crate::{api::wire::Op, cli::ApproveArgs, holds::GrantScope};
+use crate::{
+    api::wire::Op,
+    cli::ApproveArgs,
+    holds::{GrantScope, Hold},
+};
 
 /// `once`, `session`, or a duration such as `10m`.
 pub fn parse_scope(text: Option<&str>) -> anyhow::Result<GrantScope> {
@@ -32,7 +36,16 @@ pub fn run(args: ApproveArgs, socket: Option<&Path>) -> i32 {
         if args.json.json {
             println!("{}", serde_json::json!({"ok": true, "approved": hold}));
         } else {
-            println!("approved hold {}", args.id);
+            let hold: Hold = serde_json::from_value(hold)?;
+            let lasting = match scope {
+                GrantScope::Once => "once".to_owned(),
+                GrantScope::Session => "for the rest of the session".to_owned(),
+                GrantScope::For(d) => format!("for {}", humantime::format_duration(d)),
+            };
+            println!(
+                "approved hold {} in session {} ({lasting}): {}",
+                hold.id, hold.request.session, hold.request.action
+            );
         }
         Ok(())
     })

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::{call, finish, socket_of_hold, target};
-use crate::{api::wire::Op, cli::DenyArgs};
+use crate::{api::wire::Op, cli::DenyArgs, holds::Hold};
 
 pub fn run(args: DenyArgs, socket: Option<&Path>) -> i32 {
     finish(args.json.json, || {
@@ -12,7 +12,11 @@ pub fn run(args: DenyArgs, socket: Option<&Path>) -> i32 {
         if args.json.json {
             println!("{}", serde_json::json!({"ok": true, "denied": hold}));
         } else {
-            println!("denied hold {}", args.id);
+            let hold: Hold = serde_json::from_value(hold)?;
+            println!(
+                "denied hold {} in session {}: {}",
+                hold.id, hold.request.session, hold.request.action
+            );
         }
         Ok(())
     })

@@ -200,7 +200,7 @@ fn build(policy: &Policy, case: &Case, cwd: &Path) -> Result<(String, Target), S
     };
     let mut built: Vec<(String, Target)> = Vec::new();
     if let Some(cmd) = &case.cmd {
-        let commands = shell::parse(cmd).map_err(|e| format!("cmd: {e}"))?;
+        let commands = shell::split(cmd).map_err(|e| format!("cmd: {e}"))?;
         let [command] = commands.as_slice() else {
             return Err("cmd: write one command; wrap pipelines in bash -c '...'".into());
         };

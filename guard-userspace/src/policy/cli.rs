@@ -9,6 +9,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use std::io::Write;
+
 use clap::{Args, Subcommand};
 
 use super::{Policy, PolicyError, cases::CaseFile, exec::Class};
@@ -78,22 +80,29 @@ pub struct ExplainArgs {
     pub argv: Vec<OsString>,
 }
 
-/// Runs a policy subcommand; returns the process exit code.
+/// Runs a policy subcommand on the process's stdout/stderr; returns the exit code.
 pub fn run(command: PolicyCommand) -> i32 {
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    run_with(command, &mut out, &mut err)
+}
+
+/// Runs a policy subcommand writing to `out` and `err` (tests capture these).
+pub fn run_with(command: PolicyCommand, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     match command {
-        PolicyCommand::Lint { file, rules, json } => lint(&file, rules, json),
-        PolicyCommand::Test { file, cases, json } => test(&file, &cases, json),
-        PolicyCommand::Explain(args) => explain(&args),
+        PolicyCommand::Lint { file, rules, json } => lint(&file, rules, json, out, err),
+        PolicyCommand::Test { file, cases, json } => test(&file, &cases, json, out, err),
+        PolicyCommand::Explain(args) => explain(&args, out, err),
         PolicyCommand::Classes { json } => {
             if json {
                 let list: Vec<_> = Class::ALL
                     .iter()
                     .map(|c| serde_json::json!({"class": c.as_str(), "meaning": c.describe()}))
                     .collect();
-                println!("{}", serde_json::Value::Array(list));
+                let _ = writeln!(out, "{}", serde_json::Value::Array(list));
             } else {
                 for c in Class::ALL {
-                    println!("{:<26} {}", c.as_str(), c.describe());
+                    let _ = writeln!(out, "{:<26} {}", c.as_str(), c.describe());
                 }
             }
             0
@@ -101,12 +110,13 @@ pub fn run(command: PolicyCommand) -> i32 {
         PolicyCommand::Tables { policy, workspace } => {
             let mut p = match load(policy.as_ref()) {
                 Ok(p) => p,
-                Err(e) => return report_error(&e, true, 1),
+                Err(e) => return report_error(&e, true, 1, out, err),
             };
             for w in workspace {
                 p = p.with_workspace(w);
             }
-            println!(
+            let _ = writeln!(
+                out,
                 "{}",
                 serde_json::to_string_pretty(&p.kernel_tables()).unwrap_or_default()
             );
@@ -122,54 +132,63 @@ fn load(file: Option<&PathBuf>) -> Result<Policy, PolicyError> {
     }
 }
 
-fn report_error(e: &PolicyError, json: bool, code: i32) -> i32 {
+fn report_error(
+    e: &PolicyError,
+    json: bool,
+    code: i32,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
     if json {
-        println!(
+        let _ = writeln!(
+            out,
             "{}",
             serde_json::json!({"ok": false, "error": e, "text": e.to_string()})
         );
     } else {
-        eprintln!("{e}");
+        let _ = writeln!(err, "{e}");
     }
     code
 }
 
-fn lint(file: &Path, rules: bool, json: bool) -> i32 {
+fn lint(file: &Path, rules: bool, json: bool, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     match Policy::load(file) {
         Ok(policy) => {
             let ids = policy.rule_ids();
             if json {
-                println!(
+                let _ = writeln!(
+                    out,
                     "{}",
                     serde_json::json!({"ok": true, "file": file.display().to_string(), "rules": ids})
                 );
             } else {
-                println!("{}: ok ({} rules)", file.display(), ids.len());
+                let _ = writeln!(out, "{}: ok ({} rules)", file.display(), ids.len());
                 if rules {
                     for id in ids {
-                        println!("  {id}");
+                        let _ = writeln!(out, "  {id}");
                     }
                 }
             }
             0
         }
-        Err(e) => report_error(&e, json, 1),
+        Err(e) => report_error(&e, json, 1, out, err),
     }
 }
 
-fn test(file: &Path, cases: &Path, json: bool) -> i32 {
+fn test(file: &Path, cases: &Path, json: bool, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let policy = match Policy::load(file) {
         Ok(p) => p,
-        Err(e) => return report_error(&e, json, 2),
+        Err(e) => return report_error(&e, json, 2, out, err),
     };
     let case_file = match CaseFile::load(cases) {
         Ok(c) => c,
-        Err(e) => return report_error(&e, json, 2),
+        Err(e) => return report_error(&e, json, 2, out, err),
     };
     let results = case_file.run(&policy);
     let failed = results.iter().filter(|r| !r.passed).count();
     if json {
-        println!(
+        let _ = writeln!(
+            out,
             "{}",
             serde_json::json!({"passed": results.len() - failed, "failed": failed, "cases": results})
         );
@@ -180,20 +199,21 @@ fn test(file: &Path, cases: &Path, json: bool) -> i32 {
                 .as_ref()
                 .map(|rule| format!(" by {rule}"))
                 .unwrap_or_default();
-            println!(
+            let _ = writeln!(
+                out,
                 "FAIL case {} ({}): expected {}{expected_rule}, got {} by {}: {}",
                 r.index, r.name, r.expected, r.decision, r.rule, r.reason
             );
         }
-        println!("{} passed, {} failed", results.len() - failed, failed);
+        let _ = writeln!(out, "{} passed, {} failed", results.len() - failed, failed);
     }
     i32::from(failed > 0)
 }
 
-fn explain(args: &ExplainArgs) -> i32 {
+fn explain(args: &ExplainArgs, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let mut policy = match load(args.policy.as_ref()) {
         Ok(p) => p,
-        Err(e) => return report_error(&e, args.json, 1),
+        Err(e) => return report_error(&e, args.json, 1, out, err),
     };
     if let Some(home) = &args.home {
         policy = policy.with_home(home.clone());
@@ -223,31 +243,34 @@ fn explain(args: &ExplainArgs) -> i32 {
         match super::cases::connect_target(&policy, c) {
             Ok(e) => e,
             Err(message) => {
-                eprintln!("guard policy explain: {message}");
+                let _ = writeln!(err, "guard policy explain: {message}");
                 return 2;
             }
         }
     } else if !args.argv.is_empty() {
         policy.explain(&Policy::exec_action(&args.argv, &cwd))
     } else {
-        eprintln!(
+        let _ = writeln!(
+            err,
             "guard policy explain: name an action: -- ARGV..., --unlink PATH, --rmdir PATH, --truncate PATH or --connect HOST:PORT"
         );
         return 2;
     };
     if args.json {
-        println!(
+        let _ = writeln!(
+            out,
             "{}",
             serde_json::to_string(&explanation).unwrap_or_default()
         );
     } else {
         let v = &explanation.verdict;
-        println!("action:   {}", explanation.action);
-        println!("decision: {}", v.decision);
-        println!("rule:     {}", v.rule);
-        println!("why:      {}", v.reason);
+        let _ = writeln!(out, "action:   {}", explanation.action);
+        let _ = writeln!(out, "decision: {}", v.decision);
+        let _ = writeln!(out, "rule:     {}", v.rule);
+        let _ = writeln!(out, "why:      {}", v.reason);
         if let Some(location) = explanation.location {
-            println!(
+            let _ = writeln!(
+                out,
                 "where:    {}",
                 serde_json::to_value(location)
                     .ok()
@@ -262,7 +285,7 @@ fn explain(args: &ExplainArgs) -> i32 {
                 } else {
                     format!(" (via {})", f.via.join(" → "))
                 };
-                println!("found:    {:<24} {}{via}", f.class.as_str(), f.detail);
+                let _ = writeln!(out, "found:    {:<24} {}{via}", f.class.as_str(), f.detail);
             }
         }
     }

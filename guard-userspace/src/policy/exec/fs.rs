@@ -171,8 +171,46 @@ fn find(reader: &mut Reader, args: &[String], inv: &Invocation) {
         starts.push(".".into());
     }
     let expression = &args[i..];
+    // With tests (-name, -type...) find deletes some entries below its start
+    // paths; without, everything including the start paths.
+    let filtered = expression.iter().any(|a| {
+        matches!(
+            a.as_str(),
+            "-name"
+                | "-iname"
+                | "-path"
+                | "-ipath"
+                | "-wholename"
+                | "-regex"
+                | "-iregex"
+                | "-type"
+                | "-newer"
+                | "-mtime"
+                | "-mmin"
+                | "-atime"
+                | "-amin"
+                | "-ctime"
+                | "-cmin"
+                | "-size"
+                | "-empty"
+                | "-user"
+                | "-group"
+                | "-perm"
+                | "-links"
+                | "-inum"
+                | "-samefile"
+        )
+    });
+    let below: Vec<String> = if filtered {
+        starts
+            .iter()
+            .map(|s| format!("{}/{{found}}", s.trim_end_matches('/')))
+            .collect()
+    } else {
+        starts.clone()
+    };
     if expression.iter().any(|a| a == "-delete") {
-        let targets = targets(reader, &starts, inv);
+        let targets = targets(reader, &below, inv);
         let detail = format!("find -delete below {}", describe(&targets));
         reader.finding_targets(Class::FsDelete, "find", detail, targets, inv);
     }

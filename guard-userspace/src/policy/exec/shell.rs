@@ -57,10 +57,16 @@ impl std::fmt::Display for ShellError {
 /// Splits `script` into simple commands, substitutions included (their
 /// commands come first, as the shell runs them first).
 pub fn parse(script: &str) -> Result<Vec<SimpleCommand>, ShellError> {
-    parse_depth(script, 0)
+    parse_depth(script, 0, true)
 }
 
-fn parse_depth(script: &str, depth: usize) -> Result<Vec<SimpleCommand>, ShellError> {
+/// Splits `script` into simple commands without lifting substitutions out
+/// (`echo $(x)` stays one command): for command lines given as text.
+pub fn split(script: &str) -> Result<Vec<SimpleCommand>, ShellError> {
+    parse_depth(script, 0, false)
+}
+
+fn parse_depth(script: &str, depth: usize, lift: bool) -> Result<Vec<SimpleCommand>, ShellError> {
     if script.len() > MAX_SCRIPT {
         return Err(ShellError::TooLong);
     }
@@ -71,6 +77,7 @@ fn parse_depth(script: &str, depth: usize) -> Result<Vec<SimpleCommand>, ShellEr
         chars: script.chars().collect(),
         pos: 0,
         depth,
+        lift,
         out: Vec::new(),
         current: SimpleCommand::default(),
         pending_heredocs: Vec::new(),
@@ -94,6 +101,8 @@ struct Lexer {
     chars: Vec<char>,
     pos: usize,
     depth: usize,
+    /// Whether substitutions become commands of their own.
+    lift: bool,
     out: Vec<SimpleCommand>,
     current: SimpleCommand,
     /// Here-document delimiters waiting for the end of the line, and the index
@@ -507,7 +516,10 @@ impl Lexer {
     }
 
     fn nested(&mut self, inner: &str) -> Result<(), ShellError> {
-        let commands = parse_depth(inner, self.depth + 1)?;
+        if !self.lift {
+            return Ok(());
+        }
+        let commands = parse_depth(inner, self.depth + 1, true)?;
         self.out.extend(commands);
         Ok(())
     }

@@ -256,3 +256,117 @@ fn protected_prefix_and_file_rules() {
     let v = exec(&p, &["rm", "-rf", ".git"]);
     assert_eq!(v.rule, "fs.delete-protected", "{v:?}");
 }
+
+#[test]
+fn json_schema_matches_the_parser() {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../../policies/guard-policy.schema.json"))
+            .expect("the schema is JSON");
+    let classes: Vec<&str> = schema["$defs"]["class"]["enum"]
+        .as_array()
+        .expect("class enum")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let ours: Vec<&str> = exec::Class::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(classes, ours, "regenerate the class enum in the schema");
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+        k.sort();
+        k
+    };
+    let top = keys(&schema["properties"]);
+    assert_eq!(
+        top,
+        [
+            "ask",
+            "controller",
+            "defaults",
+            "disable",
+            "exec",
+            "extends",
+            "files",
+            "network",
+            "rates",
+            "version",
+            "workspace"
+        ]
+    );
+    // Every key the schema allows in a rule is accepted by the parser.
+    let rule = "version: 1\nfiles:\n  - {id: a, paths: [x], except: [y], ops: [unlink], where: any, decision: ask, reason: r}\nrates:\n  - {id: b, ops: [unlink], where: any, except: [y], count: 1, window: 1s, decision: ask, reason: r}\nexec:\n  - {id: c, classes: [fs.delete], programs: [rm], targets: [protected], refs: [main], decision: ask, reason: r}\nnetwork:\n  - {id: d, hosts: [a.b], cidrs: [10.0.0.0/8], ports: [1], unix: [/x], decision: ask, reason: r}\nworkspace: {roots: [/w], build_dirs: [t], scratch: [/tmp]}\ndefaults: {exec: allow, unlink: allow, rmdir: allow, rename: allow, truncate: allow, open_write: allow, connect: allow}\nask: {timeout: 1s, on_timeout: deny}\ncontroller: {on_loss: fail_open}\n";
+    Policy::from_yaml(rule, "all-keys.yaml").unwrap_or_else(|e| panic!("{e}"));
+    for (section, example) in [
+        ("files", "a"),
+        ("rates", "b"),
+        ("exec", "c"),
+        ("network", "d"),
+    ] {
+        let allowed = keys(&schema["properties"][section]["items"]["properties"]);
+        let line = rule
+            .lines()
+            .find(|l| l.contains(&format!("id: {example},")))
+            .unwrap();
+        let used: usize = allowed
+            .iter()
+            .filter(|k| line.contains(&format!("{k}:")))
+            .count();
+        assert_eq!(
+            used,
+            allowed.len(),
+            "{section}: the test exercises every schema key"
+        );
+    }
+}
+
+#[test]
+fn odd_input_never_panics() {
+    let p = policy();
+    use std::os::unix::ffi::OsStringExt;
+    let long = format!("/home/u/ws/{}", "a/".repeat(2048));
+    let argvs: Vec<Vec<OsString>> = vec![
+        vec![OsString::from_vec(vec![0xff, 0xfe]), OsString::from("-rf")],
+        vec![
+            OsString::from("rm"),
+            OsString::from_vec(b"/home/u/\xff\n dir".to_vec()),
+        ],
+        vec![
+            OsString::from("rm"),
+            OsString::from("-rf"),
+            OsString::from(long.clone()),
+        ],
+        vec![
+            OsString::from("bash"),
+            OsString::from("-c"),
+            OsString::from("x".repeat(300_000)),
+        ],
+        vec![],
+    ];
+    for argv in argvs {
+        let _ = p.evaluate(&Policy::exec_action(&argv, Path::new("/home/u/ws")));
+    }
+    let v = p.evaluate(&Policy::exec_action(
+        &[
+            OsString::from("rm"),
+            OsString::from_vec(b"/home/u/\xff\n dir".to_vec()),
+        ],
+        Path::new("/home/u/ws"),
+    ));
+    assert_eq!(
+        v.decision,
+        Decision::Ask,
+        "a non-UTF-8 path outside the workspace still asks"
+    );
+    let _ = p.evaluate(&Action::Unlink { path: long.into() });
+    let _ = p.kernel_tables();
+    for source in [
+        "",
+        "\0",
+        "version: 1\n\tfiles: x",
+        "[",
+        "version: !!binary aGk=",
+        "version: 1\nfiles:\n  - *anchor\n",
+        "version: 1\nexec: ~\n",
+    ] {
+        let _ = Policy::from_yaml(source, "odd.yaml");
+    }
+}

@@ -275,11 +275,15 @@ fn parse_connect(text: &str) -> Result<Target, String> {
 pub fn connect_target(policy: &Policy, text: &str) -> Result<super::Explanation, String> {
     match parse_connect(text)? {
         Target::Action(action) => Ok(policy.explain(&action)),
-        Target::HostName(host, port) => Ok(super::Explanation {
-            action: format!("connect {host}:{port}"),
-            verdict: policy.evaluate_connect_name(&host, port),
-            classification: None,
-            location: None,
-        }),
+        Target::HostName(host, port) => {
+            let verdict = policy.evaluate_connect_name(&host, port);
+            Ok(super::Explanation {
+                action: format!("connect {host}:{port}"),
+                grant_key: format!("{}|connect {host}:{port}", verdict.rule),
+                verdict,
+                classification: None,
+                location: None,
+            })
+        }
     }
 }

@@ -83,6 +83,11 @@ pub struct Explanation {
     /// For file actions: where the path lies.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
+    /// What was decided, independent of how it was reached: for an exec the
+    /// deciding rule, class and finding (`sudo rm -rf /x`, `bash -c "rm -rf
+    /// /x"` and `rm -rf /x` share it), so an approval of the wrapper can cover
+    /// the inner exec the kernel reports next.
+    pub grant_key: String,
 }
 
 impl Policy {
@@ -231,6 +236,7 @@ impl Policy {
     pub fn explain(&self, action: &Action) -> Explanation {
         let mut location = None;
         let mut classification = None;
+        let mut grant_key = None;
         let verdict = match action {
             Action::Exec {
                 filename,
@@ -238,8 +244,9 @@ impl Policy {
                 cwd,
             } => {
                 let c = exec::classify(argv, filename, cwd, &self.home);
-                let v = self.exec_verdict(&c);
+                let (v, key) = self.exec_verdict(&c);
                 classification = Some(c);
+                grant_key = key;
                 v
             }
             Action::Unlink { path }
@@ -257,11 +264,13 @@ impl Policy {
             }
             Action::Connect { endpoint } => self.connect_verdict(endpoint, None),
         };
+        let grant_key = grant_key.unwrap_or_else(|| format!("{}|{action}", verdict.rule));
         Explanation {
             action: action.to_string(),
             verdict,
             classification,
             location,
+            grant_key,
         }
     }
 
@@ -347,7 +356,7 @@ impl Policy {
         best.verdict().unwrap_or_else(|| self.default_verdict(kind))
     }
 
-    fn exec_verdict(&self, c: &Classification) -> Verdict {
+    fn exec_verdict(&self, c: &Classification) -> (Verdict, Option<String>) {
         let mut best = Best::default();
         for (order, rule) in self.compiled.exec.iter().enumerate() {
             if rule.classes.is_empty() {
@@ -377,11 +386,15 @@ impl Policy {
                     format!(" (via {})", finding.via.join(" → "))
                 };
                 let reason = format!("{}: {}{via}", rule.reason, finding.detail);
-                best.offer(rule.decision, order, &rule.id, reason);
+                let key = format!("{}|{}|{}", rule.id, finding.class, finding.detail);
+                best.offer_keyed(rule.decision, order, &rule.id, reason, Some(key));
             }
         }
-        best.verdict()
-            .unwrap_or_else(|| self.default_verdict(ActionKind::Exec))
+        let key = best.key.clone();
+        let verdict = best
+            .verdict()
+            .unwrap_or_else(|| self.default_verdict(ActionKind::Exec));
+        (verdict, key)
     }
 
     fn targets_match(&self, rule: &ExecRuleC, targets: &[Target]) -> bool {
@@ -549,16 +562,30 @@ pub(crate) fn kind_name(kind: ActionKind) -> &'static str {
 #[derive(Default)]
 struct Best {
     best: Option<(Decision, usize, String, String)>,
+    /// What the deciding rule matched, for grants (see [`Explanation::grant_key`]).
+    key: Option<String>,
 }
 
 impl Best {
     fn offer(&mut self, decision: Decision, order: usize, rule: &str, reason: String) {
+        self.offer_keyed(decision, order, rule, reason, None);
+    }
+
+    fn offer_keyed(
+        &mut self,
+        decision: Decision,
+        order: usize,
+        rule: &str,
+        reason: String,
+        key: Option<String>,
+    ) {
         let better = match &self.best {
             None => true,
             Some((d, o, _, _)) => decision > *d || (decision == *d && order < *o),
         };
         if better {
             self.best = Some((decision, order, rule.to_string(), reason));
+            self.key = key;
         }
     }
 

@@ -370,3 +370,21 @@ fn odd_input_never_panics() {
         let _ = Policy::from_yaml(source, "odd.yaml");
     }
 }
+
+#[test]
+fn wrapped_and_direct_commands_share_a_grant_key() {
+    let p = policy();
+    let key = |a: &[&str]| {
+        let argv: Vec<OsString> = a.iter().map(OsString::from).collect();
+        p.explain(&Policy::exec_action(&argv, Path::new("/home/u/ws")))
+            .grant_key
+    };
+    let direct = key(&["rm", "-rf", "/home/u/x"]);
+    assert_eq!(
+        direct,
+        "fs.delete-outside-workspace|fs.delete|rm -r of /home/u/x"
+    );
+    assert_eq!(key(&["sudo", "rm", "-rf", "/home/u/x"]), direct);
+    assert_eq!(key(&["bash", "-c", "rm -rf ~/x"]), direct);
+    assert_ne!(key(&["rm", "-rf", "/home/u/y"]), direct);
+}

@@ -119,7 +119,11 @@ pub fn read(reader: &mut Reader, program: &str, args: &[String], inv: &Invocatio
 
 fn targets(reader: &Reader, operands: &[String], inv: &Invocation) -> Vec<Target> {
     let mut out: Vec<Target> = operands.iter().map(|o| reader.target(o, inv)).collect();
-    if inv.unknown_operands {
+    if let Some(paths) = &inv.stdin_operands
+        && inv.unknown_operands
+    {
+        out.extend(paths.iter().map(|p| reader.target(p, inv)));
+    } else if inv.unknown_operands {
         out.push(Target::Unknown("arguments read from stdin (xargs)".into()));
     }
     out

@@ -5,6 +5,7 @@
 use super::{
     Class, Invocation, Reader,
     args::{self, Spec},
+    read_small_file,
 };
 
 pub fn read(reader: &mut Reader, program: &str, args: &[String], inv: &Invocation) -> bool {
@@ -109,6 +110,16 @@ pub fn read(reader: &mut Reader, program: &str, args: &[String], inv: &Invocatio
         }
         _ => return false,
     };
+    // `-d @file`: the body is the file (read when it is small and local).
+    let bodies: Vec<String> = bodies
+        .into_iter()
+        .map(|b| match b.strip_prefix('@') {
+            Some(file) if !inv.remote && file != "-" => {
+                read_small_file(&inv.cwd.join(file)).unwrap_or(b)
+            }
+            _ => b,
+        })
+        .collect();
     let url = urls.first().cloned().unwrap_or_default();
     if method.as_deref() == Some("DELETE") {
         reader.finding(

@@ -167,6 +167,7 @@ pub fn classify(argv: &[OsString], filename: &Path, cwd: &Path, home: &Path) -> 
         via: Vec::new(),
         remote: false,
         unknown_operands: false,
+        stdin_operands: None,
         depth: 0,
     };
     reader.command(&words, &invocation);
@@ -185,6 +186,9 @@ pub(crate) struct Invocation {
     pub remote: bool,
     /// More operands arrive at run time (xargs).
     pub unknown_operands: bool,
+    /// What the previous command in a pipeline prints, as paths, when known
+    /// (`find . -name x | xargs rm`): xargs turns these into operands.
+    pub stdin_operands: Option<Vec<String>>,
     pub depth: usize,
 }
 
@@ -268,6 +272,15 @@ impl Reader {
         for command in &commands {
             let mut next = inner.clone();
             next.stdin = command.stdin.clone();
+            next.stdin_operands = None;
+            if command.stdin == shell::Stdin::Pipe
+                && let Some(producer) = previous
+            {
+                if let Some(text) = self.printed_text(producer, &inner) {
+                    next.stdin = shell::Stdin::Text(text);
+                }
+                next.stdin_operands = found_paths(&producer.words);
+            }
             if command.stdin == shell::Stdin::Pipe
                 && let Some(first) = command.words.first()
                 && wrappers::is_shell(&program_name(first))
@@ -303,6 +316,35 @@ impl Reader {
             }
             self.command(&command.words, &next);
             previous = Some(command);
+        }
+    }
+
+    /// Text a pipeline's producer prints, when the command line shows it:
+    /// `echo TEXT`, `printf TEXT`, `cat <<EOF`, `cat FILE`.
+    fn printed_text(&self, producer: &shell::SimpleCommand, inv: &Invocation) -> Option<String> {
+        let (first, args) = producer.words.split_first()?;
+        match program_name(first).as_str() {
+            "echo" => Some(
+                args.iter()
+                    .skip_while(|a| matches!(a.as_str(), "-n" | "-e" | "-E" | "-ne" | "-en"))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            "printf" => args.first().cloned(),
+            "cat" if args.is_empty() => match &producer.stdin {
+                shell::Stdin::Text(text) => Some(text.clone()),
+                _ => None,
+            },
+            "cat" if !inv.remote => {
+                let texts: Vec<String> = args
+                    .iter()
+                    .filter(|a| !a.starts_with('-'))
+                    .filter_map(|a| read_small_file(&inv.cwd.join(a)))
+                    .collect();
+                (!texts.is_empty()).then(|| texts.join("\n"))
+            }
+            _ => None,
         }
     }
 
@@ -566,6 +608,24 @@ fn glob_base(path: &Path) -> PathBuf {
         out.push(part);
     }
     out
+}
+
+/// The paths `find START... -name x` prints: entries below its start paths.
+fn found_paths(words: &[String]) -> Option<Vec<String>> {
+    let (first, args) = words.split_first()?;
+    if program_name(first) != "find" {
+        return None;
+    }
+    let mut starts: Vec<String> = args
+        .iter()
+        .skip_while(|a| matches!(a.as_str(), "-H" | "-L" | "-P"))
+        .take_while(|a| !a.starts_with('-') && *a != "(" && *a != "!")
+        .map(|s| format!("{}/{{found}}", s.trim_end_matches('/')))
+        .collect();
+    if starts.is_empty() {
+        starts.push("./{found}".into());
+    }
+    Some(starts)
 }
 
 /// True for commands that turn encoded text back into code (`base64 -d`).

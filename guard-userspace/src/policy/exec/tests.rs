@@ -258,3 +258,57 @@ fn bad_input_never_panics() {
     let deep = "bash -c \"".repeat(30);
     let _ = run(&["bash", "-c", &deep]);
 }
+
+#[test]
+fn pipelines_feed_text_and_paths_to_the_next_command() {
+    assert_eq!(
+        classes(&["bash", "-c", "echo 'DROP TABLE users' | psql prod"]),
+        vec![Class::DbDrop]
+    );
+    assert_eq!(
+        classes(&["sh", "-c", "printf 'FLUSHALL' | redis-cli"]),
+        vec![Class::DbFlush]
+    );
+    let found = run(&["bash", "-c", "echo 'rm -rf ~' | sh"]);
+    let found: Vec<Class> = found.findings.iter().map(|f| f.class).collect();
+    assert!(
+        found.contains(&Class::ShellStdinScript) && found.contains(&Class::FsDelete),
+        "{found:?}"
+    );
+    // find | xargs rm: the targets are below find's start paths.
+    assert_eq!(
+        targets(&[
+            "bash",
+            "-c",
+            "find . -name '*.tmp' -print0 | xargs -0 rm -f"
+        ]),
+        vec![path("/ws/{found}")]
+    );
+    assert_eq!(
+        targets(&["bash", "-c", "find ~ -name '*.tmp' | xargs rm -f"]),
+        vec![path("/home/u/{found}")]
+    );
+    assert!(matches!(
+        targets(&["bash", "-c", "ls | xargs rm -f"])[0],
+        Target::Unknown(_)
+    ));
+}
+
+#[test]
+fn git_push_without_refspec_uses_the_checked_out_branch() {
+    let dir = std::env::temp_dir().join(format!("guard-git-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join(".git")).unwrap();
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+    let argv: Vec<OsString> = ["git", "push"].iter().map(OsString::from).collect();
+    let found = classify(&argv, Path::new(""), &dir.join("sub"), Path::new("/h"));
+    assert_eq!(found.findings[0].refs, vec!["main"], "{found:?}");
+    std::fs::write(dir.join(".git/HEAD"), "ref: refs/heads/feature/x\n").unwrap();
+    let argv: Vec<OsString> = ["git", "push", "origin", "HEAD"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    let found = classify(&argv, Path::new(""), &dir, Path::new("/h"));
+    assert_eq!(found.findings[0].refs, vec!["feature/x"], "{found:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

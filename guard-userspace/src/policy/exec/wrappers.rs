@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use super::{
     Invocation, Reader,
     args::{self, Spec},
-    assignment, program_name, read_small_file,
+    assignment, program_name, read_small_file, shell,
 };
 
 pub const SHELLS: &[&str] = &[
@@ -483,6 +483,10 @@ fn shell_program(reader: &mut Reader, program: &str, args: &[String], inv: &Invo
     }
     if let Some(file) = rest.first() {
         script_file(reader, file, inv, program);
+    } else if let shell::Stdin::Text(text) = &inv.stdin {
+        // `echo "rm -rf ~" | sh`, `sh <<EOF`: the script is the input.
+        let text = text.clone();
+        reader.script(&text, inv, format!("{program} <stdin>"));
     }
 }
 

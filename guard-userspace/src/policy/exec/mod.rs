@@ -168,6 +168,7 @@ pub fn classify(argv: &[OsString], filename: &Path, cwd: &Path, home: &Path) -> 
         remote: false,
         unknown_operands: false,
         stdin_operands: None,
+        cwd_unknown: false,
         depth: 0,
     };
     reader.command(&words, &invocation);
@@ -189,6 +190,8 @@ pub(crate) struct Invocation {
     /// What the previous command in a pipeline prints, as paths, when known
     /// (`find . -name x | xargs rm`): xargs turns these into operands.
     pub stdin_operands: Option<Vec<String>>,
+    /// A script changed directory to somewhere guard cannot know (`cd $DIR`).
+    pub cwd_unknown: bool,
     pub depth: usize,
 }
 
@@ -253,11 +256,22 @@ impl Reader {
         let _ = found;
     }
 
-    /// Reads a shell script (from `-c`, a file, eval) as the shell would run it.
+    /// Reads a shell script (from `-c`, eval, stdin) as the shell would run it.
     pub fn script(&mut self, script: &str, inv: &Invocation, via: String) {
+        self.script_with(script, inv, via, true);
+    }
+
+    /// Reads a script file. A file guard cannot parse is not reported: each
+    /// command it runs is exec'd, and seen, on its own.
+    pub fn script_file_text(&mut self, script: &str, inv: &Invocation, via: String) {
+        self.script_with(script, inv, via, false);
+    }
+
+    fn script_with(&mut self, script: &str, inv: &Invocation, via: String, report_errors: bool) {
         let inner = inv.nested(via);
         let commands = match shell::parse(script) {
             Ok(commands) => commands,
+            Err(_) if !report_errors => return,
             Err(e) => {
                 self.finding(
                     Class::ShellUnparsed,
@@ -269,8 +283,19 @@ impl Reader {
             }
         };
         let mut previous: Option<&shell::SimpleCommand> = None;
-        for command in &commands {
+        let mut vars: Vec<(String, Vec<String>)> = Vec::new();
+        let mut cwd = (inner.cwd.clone(), inner.cwd_unknown);
+        for original in &commands {
+            let mut expanded = original.clone();
+            expanded.words = substitute(&original.words, &vars);
+            let command = &expanded;
+            if self.track_state(&command.words, &mut vars, &mut cwd) {
+                previous = Some(original);
+                continue;
+            }
             let mut next = inner.clone();
+            next.cwd = cwd.0.clone();
+            next.cwd_unknown = cwd.1;
             next.stdin = command.stdin.clone();
             next.stdin_operands = None;
             if command.stdin == shell::Stdin::Pipe
@@ -315,7 +340,71 @@ impl Reader {
                 }
             }
             self.command(&command.words, &next);
-            previous = Some(command);
+            previous = Some(original);
+        }
+    }
+
+    /// Follows `cd`, `X=value`, `export X=value` and `for X in ...` through a
+    /// script; true if the command only changed that state.
+    fn track_state(
+        &self,
+        words: &[String],
+        vars: &mut Vec<(String, Vec<String>)>,
+        cwd: &mut (PathBuf, bool),
+    ) -> bool {
+        let Some(first) = words.first() else {
+            return false;
+        };
+        match first.as_str() {
+            "cd" | "pushd" => {
+                let dir = words
+                    .iter()
+                    .skip(1)
+                    .find(|w| !w.starts_with('-') || w.as_str() == "-");
+                match dir.map(String::as_str) {
+                    None => *cwd = (self.home.clone(), false),
+                    Some("-") => cwd.1 = true,
+                    Some(dir) => {
+                        let probe = Invocation {
+                            cwd: cwd.0.clone(),
+                            env: Vec::new(),
+                            stdin: shell::Stdin::Inherited,
+                            via: Vec::new(),
+                            remote: false,
+                            unknown_operands: false,
+                            stdin_operands: None,
+                            cwd_unknown: cwd.1,
+                            depth: 0,
+                        };
+                        match self.target(dir, &probe) {
+                            Target::Path(p) => *cwd = (p, false),
+                            Target::Unknown(_) => cwd.1 = true,
+                        }
+                    }
+                }
+                true
+            }
+            "for" if words.get(2).is_some_and(|w| w == "in") => {
+                vars.push((words[1].clone(), words[3..].to_vec()));
+                true
+            }
+            "export" | "local" | "declare" | "readonly" | "typeset" => {
+                for word in &words[1..] {
+                    if let Some((k, v)) = assignment(word) {
+                        vars.push((k.to_string(), vec![v.to_string()]));
+                    }
+                }
+                true
+            }
+            _ if words.iter().all(|w| assignment(w).is_some()) => {
+                for word in words {
+                    if let Some((k, v)) = assignment(word) {
+                        vars.push((k.to_string(), vec![v.to_string()]));
+                    }
+                }
+                true
+            }
+            _ => false,
         }
     }
 
@@ -393,6 +482,13 @@ impl Reader {
     pub fn target(&self, word: &str, inv: &Invocation) -> Target {
         if inv.remote {
             return Target::Unknown(format!("remote:{word}"));
+        }
+        if inv.cwd_unknown
+            && !word.starts_with('/')
+            && !word.starts_with('~')
+            && !word.starts_with('$')
+        {
+            return Target::Unknown(format!("{word} (after cd to an unknown directory)"));
         }
         let home = self.home.to_string_lossy();
         let mut text = word.to_string();
@@ -606,6 +702,40 @@ fn glob_base(path: &Path) -> PathBuf {
             return out;
         }
         out.push(part);
+    }
+    out
+}
+
+/// Replaces `$X` and `${X}` with values a script assigned earlier; a word that
+/// is exactly a multi-valued variable (a `for` list) becomes several words.
+fn substitute(words: &[String], vars: &[(String, Vec<String>)]) -> Vec<String> {
+    if vars.is_empty() {
+        return words.to_vec();
+    }
+    let lookup = |name: &str| vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v);
+    let mut out = Vec::new();
+    for word in words {
+        let bare = word
+            .strip_prefix("${")
+            .and_then(|w| w.strip_suffix('}'))
+            .or_else(|| word.strip_prefix('$'));
+        if let Some(values) = bare.and_then(lookup) {
+            out.extend(values.iter().cloned());
+            continue;
+        }
+        let mut text = word.clone();
+        for (name, values) in vars.iter().rev() {
+            if let [value] = values.as_slice() {
+                text = text
+                    .replace(&format!("${{{name}}}"), value)
+                    .replace(&format!("${name}/"), &format!("{value}/"));
+                if text.ends_with(&format!("${name}")) {
+                    let cut = text.len() - name.len() - 1;
+                    text = format!("{}{value}", &text[..cut]);
+                }
+            }
+        }
+        out.push(text);
     }
     out
 }

@@ -535,10 +535,11 @@ fn strip_reserved_words(words: &mut Vec<String>) {
         .take_while(|w| LEADING.contains(&w.as_str()))
         .count();
     words.drain(..skip);
-    // `for x in a b; do` and `case x in` declare, they do not run anything.
+    // `case x in` and function headers declare, they do not run anything.
+    // (`for x in a b` is kept: readers bind x to a and b.)
     if words
         .first()
-        .is_some_and(|w| w == "for" || w == "case" || w == "select" || w == "function")
+        .is_some_and(|w| w == "case" || w == "select" || w == "function")
     {
         words.clear();
     }
@@ -598,6 +599,10 @@ mod tests {
         assert_eq!(
             words("if true; then rm -rf x; fi # rm -rf /"),
             vec![vec!["true"], vec!["rm", "-rf", "x"]]
+        );
+        assert_eq!(
+            words("for f in a b; do rm $f; done"),
+            vec![vec!["for", "f", "in", "a", "b"], vec!["rm", "$f"]]
         );
     }
 

@@ -312,3 +312,35 @@ fn git_push_without_refspec_uses_the_checked_out_branch() {
     assert_eq!(found.findings[0].refs, vec!["feature/x"], "{found:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn scripts_follow_cd_and_variables() {
+    assert_eq!(
+        targets(&["sh", "-c", "cd .. && rm -rf project"]),
+        vec![path("/project")]
+    );
+    assert_eq!(
+        targets(&["sh", "-c", "cd /srv; rm -rf data"]),
+        vec![path("/srv/data")]
+    );
+    assert_eq!(
+        targets(&["sh", "-c", "cd && rm -rf x"]),
+        vec![path("/home/u/x")]
+    );
+    assert!(matches!(
+        targets(&["sh", "-c", "cd $DIR && rm -rf x"])[0],
+        Target::Unknown(_)
+    ));
+    assert_eq!(
+        targets(&["bash", "-c", "for f in *.log tmp; do rm -f $f; done"]),
+        vec![path("/ws/*.log"), path("/ws/tmp")]
+    );
+    assert_eq!(
+        targets(&["bash", "-c", "D=/etc; rm -rf $D/nginx"]),
+        vec![path("/etc/nginx")]
+    );
+    assert_eq!(
+        targets(&["bash", "-c", "export OUT=build && rm -rf \"${OUT}\""]),
+        vec![path("/ws/build")]
+    );
+}

@@ -496,7 +496,7 @@ fn script_file(reader: &mut Reader, file: &str, inv: &Invocation, program: &str)
     }
     let path: PathBuf = inv.cwd.join(file);
     if let Some(text) = read_small_file(&path) {
-        reader.script(&text, inv, format!("{program} {}", program_name(file)));
+        reader.script_file_text(&text, inv, format!("{program} {}", program_name(file)));
     }
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use super::{
     Class, Invocation, Reader,
     args::{self, Spec},
+    read_small_file,
 };
 
 pub fn read(reader: &mut Reader, program: &str, args: &[String], inv: &Invocation) -> bool {
@@ -269,7 +270,7 @@ fn current_branch(cwd: &Path) -> Option<String> {
         let git_dir: Option<PathBuf> = if dot_git.is_dir() {
             Some(dot_git)
         } else if dot_git.is_file() {
-            let text = std::fs::read_to_string(&dot_git).ok()?;
+            let text = read_small_file(&dot_git)?;
             text.trim()
                 .strip_prefix("gitdir:")
                 .map(|p| d.join(p.trim()))
@@ -277,7 +278,7 @@ fn current_branch(cwd: &Path) -> Option<String> {
             None
         };
         if let Some(git_dir) = git_dir {
-            let head = std::fs::read_to_string(git_dir.join("HEAD")).ok()?;
+            let head = read_small_file(&git_dir.join("HEAD"))?;
             return head
                 .trim()
                 .strip_prefix("ref: refs/heads/")

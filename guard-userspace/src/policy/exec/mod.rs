@@ -781,12 +781,31 @@ fn decodes(words: &[String]) -> bool {
 /// Reads a small text file a command names (SQL file, script); None if it is
 /// missing, large or unreadable: the file and network hooks are the backstop.
 pub(crate) fn read_small_file(path: &Path) -> Option<String> {
+    use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
     const LIMIT: u64 = 1024 * 1024;
+    // The agent names the file and the daemon may run as root: never block on
+    // it (/proc/kmsg, FIFOs) and never read more than LIMIT.
+    let resolved = normalize(path);
+    if ["/proc", "/sys", "/dev"]
+        .iter()
+        .any(|p| resolved.starts_with(p))
+    {
+        return None;
+    }
     let meta = std::fs::metadata(path).ok()?;
     if !meta.is_file() || meta.len() > LIMIT {
         return None;
     }
-    let bytes = std::fs::read(path).ok()?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(LIMIT).read_to_end(&mut bytes).ok()?;
     Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 

@@ -344,3 +344,24 @@ fn scripts_follow_cd_and_variables() {
         vec![path("/ws/build")]
     );
 }
+
+#[test]
+fn named_files_are_read_without_blocking() {
+    let dir = std::env::temp_dir().join(format!("guard-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("drop.sql");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let started = std::time::Instant::now();
+    assert!(read_small_file(&fifo).is_none());
+    assert!(read_small_file(Path::new("/proc/kmsg")).is_none());
+    assert!(read_small_file(Path::new("/proc/self/../self/status")).is_none());
+    let argv: Vec<OsString> = ["psql", "-f", "drop.sql"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    let _ = classify(&argv, Path::new(""), &dir, Path::new("/h"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

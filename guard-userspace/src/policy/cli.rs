@@ -19,6 +19,7 @@ use crate::{action::Action, decision::Decision};
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Check a policy file; errors name file:line:column and the fix.
+    #[command(after_help = "Exit status: 0 valid, 1 invalid.")]
     Lint {
         file: PathBuf,
         /// Also list the rule ids in evaluation order.
@@ -28,6 +29,9 @@ pub enum PolicyCommand {
         json: bool,
     },
     /// Run a cases file (each case: an action and the expected decision).
+    #[command(
+        after_help = "Exit status: 0 every case passed, 1 a case failed, 2 invalid policy or cases file."
+    )]
     Test {
         file: PathBuf,
         cases: PathBuf,
@@ -35,6 +39,9 @@ pub enum PolicyCommand {
         json: bool,
     },
     /// Say which decision, rule and reason a policy gives one action.
+    #[command(
+        after_help = "Exit status: 0 allow or log, 3 ask or freeze, 4 deny or kill, 1 invalid policy, 2 bad usage."
+    )]
     Explain(ExplainArgs),
     /// List the exec classifier classes rules can name.
     Classes {
@@ -64,15 +71,19 @@ pub struct ExplainArgs {
     /// What `~` means (default: $HOME).
     #[arg(long)]
     pub home: Option<PathBuf>,
+    /// Explain deleting this file (as the file hooks report it).
     #[arg(long, value_name = "PATH", conflicts_with_all = ["rmdir", "truncate", "connect", "argv"])]
     pub unlink: Option<PathBuf>,
+    /// Explain removing this directory.
     #[arg(long, value_name = "PATH", conflicts_with_all = ["truncate", "connect", "argv"])]
     pub rmdir: Option<PathBuf>,
+    /// Explain truncating this file.
     #[arg(long, value_name = "PATH", conflicts_with_all = ["connect", "argv"])]
     pub truncate: Option<PathBuf>,
-    /// HOST:PORT, [V6]:PORT or unix:/path.
+    /// Explain a connect: HOST:PORT, [V6]:PORT or unix:/path.
     #[arg(long, value_name = "HOST:PORT", conflicts_with = "argv")]
     pub connect: Option<String>,
+    /// Print one JSON object (verdict, classification, grant key).
     #[arg(long)]
     pub json: bool,
     /// The command, after `--`.

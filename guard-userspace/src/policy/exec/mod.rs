@@ -246,14 +246,14 @@ impl Reader {
         if interp::read(self, &program, args, &inv) {
             return;
         }
-        let found = fs::read(self, &program, args, &inv)
+        // Each family reader returns true once it recognised the program.
+        let _recognised = fs::read(self, &program, args, &inv)
             || git::read(self, &program, args, &inv)
             || db::read(self, &program, args, &inv)
             || infra::read(self, &program, args, &inv)
             || cloud::read(self, &program, args, &inv)
             || paas::read(self, &program, args, &inv)
             || http::read(self, &program, args, &inv);
-        let _ = found;
     }
 
     /// Reads a shell script (from `-c`, eval, stdin) as the shell would run it.

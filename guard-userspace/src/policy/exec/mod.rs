@@ -492,12 +492,30 @@ impl Reader {
         }
         let home = self.home.to_string_lossy();
         let mut text = word.to_string();
-        for prefix in ["$HOME", "${HOME}"] {
+        // Variables whose value guard knows (or whose usual value is scratch):
+        // $HOME, $PWD/$(pwd), $TMPDIR, $(mktemp ...).
+        let cwd = inv.cwd.to_string_lossy();
+        let known: [(&str, &str); 8] = [
+            ("$HOME", &home),
+            ("${HOME}", &home),
+            ("$PWD", &cwd),
+            ("${PWD}", &cwd),
+            ("$(pwd)", &cwd),
+            ("$TMPDIR", "/tmp"),
+            ("${TMPDIR}", "/tmp"),
+            ("${TMPDIR:-/tmp}", "/tmp"),
+        ];
+        for (prefix, value) in known {
             if let Some(rest) = text.strip_prefix(prefix)
                 && (rest.is_empty() || rest.starts_with('/'))
+                && !(inv.cwd_unknown && value == cwd.as_ref())
             {
-                text = format!("{home}{rest}");
+                text = format!("{value}{rest}");
+                break;
             }
+        }
+        if text.starts_with("$(mktemp") && text.ends_with(')') && !text[2..].contains('$') {
+            text = "/tmp/{mktemp}".into();
         }
         if text == "~" || text.starts_with("~/") {
             text = format!("{home}{}", &text[1..]);

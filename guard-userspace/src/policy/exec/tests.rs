@@ -365,3 +365,24 @@ fn named_files_are_read_without_blocking() {
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn well_known_variables_resolve() {
+    assert_eq!(
+        targets(&["rm", "-rf", "$(pwd)/build"]),
+        vec![path("/ws/build")]
+    );
+    assert_eq!(targets(&["rm", "-rf", "${PWD}/../x"]), vec![path("/x")]);
+    assert_eq!(
+        targets(&["rm", "-rf", "$TMPDIR/foo"]),
+        vec![path("/tmp/foo")]
+    );
+    assert_eq!(
+        targets(&["bash", "-c", "D=$(mktemp -d); rm -rf $D"]),
+        vec![path("/tmp/{mktemp}")]
+    );
+    assert!(matches!(
+        targets(&["rm", "-rf", "$OTHER/x"])[0],
+        Target::Unknown(_)
+    ));
+}

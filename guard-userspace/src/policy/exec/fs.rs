@@ -9,11 +9,9 @@ use super::{
 pub fn read(reader: &mut Reader, program: &str, args: &[String], inv: &Invocation) -> bool {
     match program {
         "rm" | "rmdir" | "unlink" | "rimraf" | "trash" | "gio" => {
-            let spec = Spec {
-                long_values: &["interactive", "preserve-root"],
-                ..Spec::default()
-            };
-            let mut operands = args::parse(args, &spec).operands;
+            // rm's long options take values only as `--opt=value`.
+            let parsed = args::parse(args, &Spec::default());
+            let mut operands = parsed.operands.clone();
             if program == "gio" {
                 // `gio remove`/`gio trash` only.
                 if !matches!(
@@ -24,7 +22,6 @@ pub fn read(reader: &mut Reader, program: &str, args: &[String], inv: &Invocatio
                 }
                 operands.remove(0);
             }
-            let parsed = args::parse(args, &spec);
             let recursive = parsed.has(Some('r'), &["recursive"]) || parsed.has(Some('R'), &[]);
             let targets = targets(reader, &operands, inv);
             if targets.is_empty() {

@@ -386,3 +386,15 @@ fn well_known_variables_resolve() {
         Target::Unknown(_)
     ));
 }
+
+#[test]
+fn rm_long_options_do_not_swallow_operands() {
+    assert_eq!(
+        targets(&["rm", "--interactive", "/home/u/x"]),
+        vec![path("/home/u/x")]
+    );
+    assert_eq!(
+        targets(&["rm", "-r", "--preserve-root=all", "/"]),
+        vec![path("/")]
+    );
+}

@@ -4,8 +4,8 @@
 //!   roots, their top-level build directories, scratch space, protected
 //!   prefixes); flags are cumulative (a longer prefix carries the flags of
 //!   every shorter prefix above it), so the longest match alone decides;
-//! - protected names: relative patterns (`*.tfstate`, `.git/HEAD`) as name
-//!   patterns the kernel checks on the final path component and its parent;
+//! - protected names: relative patterns (`*.tfstate`, `.git/HEAD`, `.git/**`)
+//!   as checks on the final path component or on its ancestors' names;
 //! - per-location op masks: which file ops must go to userspace where;
 //! - CIDRs: LPM tries for IPv4 and IPv6, ports, unix socket prefixes;
 //! - watched programs: a hash set of base names whose exec stops for userspace.
@@ -81,14 +81,21 @@ impl PathEntry {
     }
 }
 
-/// A name the kernel compares with a path's last component or its parent's.
+/// A name check on a path's final component (`Exact`, `Prefix`, `Suffix`),
+/// or on its ancestors (`InDirectoryNamed`: some directory above it has this
+/// name; the kernel walks at most [`MAX_ANCESTORS`] parents and sends the
+/// op up when the path is deeper).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(tag = "match", content = "text", rename_all = "snake_case")]
 pub enum NamePattern {
     Exact(String),
     Prefix(String),
     Suffix(String),
+    InDirectoryNamed(String),
 }
+
+/// How many parent directories the kernel compares with `InDirectoryNamed`.
+pub const MAX_ANCESTORS: usize = 32;
 
 /// Which file ops go to userspace for a path in each location.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -197,13 +204,17 @@ impl KernelTables {
         if flags & path_flags::PROTECTED != 0 && self.protected_ops & bit != 0 {
             return true;
         }
-        let names: Vec<&str> = text.rsplit('/').take(2).collect();
-        let named = self.protected_names.iter().any(|p| {
-            names.iter().any(|n| match p {
-                NamePattern::Exact(x) => n == x,
-                NamePattern::Prefix(x) => n.starts_with(x.as_str()),
-                NamePattern::Suffix(x) => n.ends_with(x.as_str()),
-            })
+        let mut components = text.rsplit('/').filter(|c| !c.is_empty());
+        let last = components.next().unwrap_or("");
+        let ancestors: Vec<&str> = components.collect();
+        let named = self.protected_names.iter().any(|p| match p {
+            NamePattern::Exact(x) => last == x,
+            NamePattern::Prefix(x) => last.starts_with(x.as_str()),
+            NamePattern::Suffix(x) => last.ends_with(x.as_str()),
+            NamePattern::InDirectoryNamed(x) => {
+                ancestors.len() > MAX_ANCESTORS
+                    || ancestors.iter().take(MAX_ANCESTORS).any(|a| a == x)
+            }
         });
         if named && self.protected_ops & bit != 0 {
             return true;
@@ -401,15 +412,20 @@ enum Compiled {
 fn compile_pattern(pattern: &str) -> Compiled {
     if let Some(relative) = pattern.strip_prefix("**/") {
         let parts: Vec<&str> = relative.split('/').collect();
-        let first = parts[0];
         let meta = |s: &str| s.contains(['*', '?', '[', '{']);
-        // `.git/HEAD`: the parent is named .git, which the kernel checks too.
-        let name = if !meta(first) {
-            Some(NamePattern::Exact(first.to_string()))
-        } else if parts.len() == 1 && first.starts_with('*') && !meta(&first[1..]) {
-            Some(NamePattern::Suffix(first[1..].to_string()))
-        } else if parts.len() == 1 && first.ends_with('*') && !meta(&first[..first.len() - 1]) {
-            Some(NamePattern::Prefix(first[..first.len() - 1].to_string()))
+        let last = parts[parts.len() - 1];
+        // The final component decides when it is literal or a simple
+        // prefix/suffix glob (`.git/HEAD` -> any file named HEAD: more goes
+        // up than matches, never less).
+        let name = if !meta(last) {
+            Some(NamePattern::Exact(last.to_string()))
+        } else if last.starts_with('*') && !meta(&last[1..]) && !last[1..].is_empty() {
+            Some(NamePattern::Suffix(last[1..].to_string()))
+        } else if last.ends_with('*') && !meta(&last[..last.len() - 1]) && last.len() > 1 {
+            Some(NamePattern::Prefix(last[..last.len() - 1].to_string()))
+        } else if parts.len() > 1 && !meta(parts[0]) {
+            // `.git/**`: anything below a directory with that name.
+            Some(NamePattern::InDirectoryNamed(parts[0].to_string()))
         } else {
             None
         };
@@ -466,6 +482,10 @@ mod tests {
         );
         assert!(
             t.protected_names
+                .contains(&NamePattern::Exact("HEAD".into()))
+        );
+        assert!(
+            t.protected_names
                 .contains(&NamePattern::Prefix(".env.".into()))
         );
         let (bits, key) = t.paths[0].lpm_key();
@@ -509,6 +529,93 @@ mod tests {
                 t.file_op_goes_up(kind, Path::new(path)),
                 "{kind:?} {path} must reach userspace"
             );
+        }
+    }
+
+    /// The filter is sound: whatever stays in the kernel is allowed by
+    /// `evaluate`, for every path of a grid and several policies.
+    #[test]
+    fn nothing_a_rule_decides_stays_in_the_kernel() {
+        let custom = Policy::from_yaml(
+            "version: 1\nextends: default\nfiles:\n  - id: a\n    paths: [\".git/**\", \"/srv/*/data/**\", \"deploy/keys/*.pem\"]\n    ops: [unlink, rename, truncate, open_write]\n    where: inside_workspace\n    decision: ask\n  - id: b\n    paths: [\"**/secrets\"]\n    decision: deny\ndefaults:\n  truncate: log\n",
+            "custom.yaml",
+        )
+        .unwrap();
+        let production = Policy::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../policies/production.yaml"
+        )))
+        .unwrap();
+        let dirs = [
+            "/home/u/ws",
+            "/home/u/ws/src",
+            "/home/u/ws/node_modules/x",
+            "/home/u/ws/pkg/target",
+            "/home/u/ws/.git",
+            "/home/u/ws/.git/refs/heads",
+            "/home/u/ws/deploy/keys",
+            "/home/u",
+            "/home/u/.ssh",
+            "/home/u/.aws",
+            "/home/u/.cache/x",
+            "/tmp",
+            "/tmp/ws2",
+            "/srv/app/data",
+            "/srv/app/data/deep/er",
+            "/etc/myapp",
+            "/",
+            "/home/u/ws/a/b/c/d/e/f/g/h/i/j",
+        ];
+        let names = [
+            "x.rs",
+            "HEAD",
+            "config",
+            ".git",
+            ".env",
+            ".env.local",
+            ".env.example",
+            "app.sqlite3",
+            "terraform.tfstate",
+            "id_rsa",
+            "known_hosts",
+            "credentials",
+            "k.pem",
+            "secrets",
+            "main",
+        ];
+        let kinds = [
+            ActionKind::Unlink,
+            ActionKind::Rmdir,
+            ActionKind::Rename,
+            ActionKind::Truncate,
+            ActionKind::OpenWrite,
+        ];
+        for (label, policy) in [
+            ("default", Policy::embedded_default()),
+            ("custom", custom),
+            ("production", production),
+        ] {
+            let p = policy
+                .with_home("/home/u")
+                .with_workspace("/home/u/ws")
+                .with_workspace("/tmp/ws2");
+            let t = p.kernel_tables();
+            for dir in dirs {
+                for name in names {
+                    let path = format!("{}/{name}", dir.trim_end_matches('/'));
+                    for kind in kinds {
+                        if t.file_op_goes_up(kind, Path::new(&path)) {
+                            continue;
+                        }
+                        let verdict = p.evaluate(&file_action(kind, &path));
+                        assert_eq!(
+                            verdict.decision,
+                            Decision::Allow,
+                            "{label}: {kind:?} {path} stays in the kernel but {verdict:?}"
+                        );
+                    }
+                }
+            }
         }
     }
 

@@ -69,6 +69,33 @@ fn destructive_corpus_is_held() {
     println!("destructive corpus: {} cases held", results.len());
 }
 
+/// Every destructive command's program is in the kernel's exec watch set, so
+/// the exec stops for userspace before it runs.
+#[test]
+fn destructive_commands_are_watched_in_the_kernel() {
+    let cases = CaseFile::load(&repo().join("tests/corpus/destructive.yaml")).unwrap();
+    let tables = Policy::embedded_default()
+        .with_workspace("/home/agent/project")
+        .kernel_tables();
+    let mut checked = 0;
+    for case in &cases.cases {
+        let Some(cmd) = &case.cmd else { continue };
+        let words = guard::policy::exec::shell::split(cmd).unwrap();
+        let argv0 = words[0]
+            .words
+            .iter()
+            // Skip `NAME=value` prefixes: the program comes after them.
+            .find(|w| !w.contains('='))
+            .expect("a program");
+        assert!(
+            tables.exec_goes_up(Path::new(argv0)),
+            "{argv0} (from {cmd:?}) is not in the exec watch set"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 80);
+}
+
 #[test]
 fn benign_corpus_passes_without_a_hold() {
     let results = run_corpus("benign.yaml");

@@ -79,8 +79,16 @@ pub fn read(reader: &mut Reader, program: &str, args: &[String], inv: &Invocatio
             inv,
         );
     }
-    for command in shell_literals(&code) {
-        reader.script(&command, inv, format!("{program} system()"));
+    for spawned in spawned_commands(&code) {
+        match spawned {
+            Spawned::Script(script) => reader.script(&script, inv, format!("{program} system()")),
+            Spawned::Argv(argv) => {
+                let mut next = inv.clone();
+                next.via.push(format!("{program} spawn()"));
+                next.depth += 1;
+                reader.command(&argv, &next);
+            }
+        }
     }
     true
 }
@@ -173,57 +181,103 @@ fn deletion_call(code: &str) -> Option<&'static str> {
         .find(|call| code.contains(call))
 }
 
-/// String literals passed to functions that run a shell command.
-fn shell_literals(code: &str) -> Vec<String> {
+/// A command the inline code starts: a shell string or an argv list.
+enum Spawned {
+    Script(String),
+    Argv(Vec<String>),
+}
+
+/// Commands passed as string literals to functions that run them:
+/// `os.system("...")`, `subprocess.run(["rm", "-rf", x])`,
+/// `execSync('...')`, `spawnSync('rm', ['-rf', '/'])`, `system("rm", "-rf")`.
+fn spawned_commands(code: &str) -> Vec<Spawned> {
     const RUNNERS: &[&str] = &[
         "system(",
         "popen(",
-        "subprocess.run(",
-        "subprocess.call(",
+        "run(",
+        "call(",
         "check_call(",
         "check_output(",
         "Popen(",
         "execSync(",
-        "spawnSync(",
         "exec(",
+        "spawn(",
+        "spawnSync(",
+        "execFile(",
+        "execFileSync(",
         "shell_exec(",
         "passthru(",
     ];
     let mut out = Vec::new();
-    for runner in RUNNERS {
-        let mut from = 0;
-        while let Some(at) = code[from..].find(runner) {
-            let start = from + at + runner.len();
-            from = start;
-            let rest = code[start..].trim_start();
-            let rest = rest.strip_prefix('[').unwrap_or(rest);
-            if let Some(literal) = first_literal(rest) {
-                out.push(literal);
-            }
+    let mut from = 0;
+    while let Some(at) = code[from..].find('(') {
+        let open = from + at;
+        from = open + 1;
+        let head = &code[..=open];
+        if !RUNNERS.iter().any(|r| head.ends_with(r)) {
+            continue;
+        }
+        let literals = call_literals(&code[open + 1..]);
+        match literals.len() {
+            0 => {}
+            1 => out.push(Spawned::Script(
+                literals.into_iter().next().unwrap_or_default(),
+            )),
+            _ => out.push(Spawned::Argv(literals)),
         }
     }
     // Ruby and Perl backquotes: every odd segment that has a closing quote.
     let segments: Vec<&str> = code.split('`').collect();
     for (i, segment) in segments.iter().enumerate() {
         if i % 2 == 1 && i + 1 < segments.len() {
-            out.push(segment.to_string());
+            out.push(Spawned::Script(segment.to_string()));
         }
     }
     out
 }
 
-fn first_literal(text: &str) -> Option<String> {
+/// The leading string literals of a call's arguments, lists flattened:
+/// `"rm", ["-rf", "/x"], {...}` -> rm, -rf, /x. Stops at anything else.
+fn call_literals(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text.trim_start();
+    loop {
+        if let Some(inner) = rest.strip_prefix('[') {
+            rest = inner.trim_start();
+            continue;
+        }
+        match first_literal(rest) {
+            Some((literal, after)) => {
+                out.push(literal);
+                rest = after.trim_start();
+            }
+            None => break,
+        }
+        rest = rest.strip_prefix(']').unwrap_or(rest).trim_start();
+        match rest.strip_prefix(',') {
+            Some(after) => rest = after.trim_start(),
+            None => break,
+        }
+        if out.len() > 256 {
+            break;
+        }
+    }
+    out
+}
+
+/// A leading quoted literal and the text after it.
+fn first_literal(text: &str) -> Option<(String, &str)> {
     let quote = text.chars().next().filter(|c| matches!(c, '"' | '\''))?;
     let mut literal = String::new();
-    let mut chars = text[1..].chars();
-    while let Some(c) = chars.next() {
+    let mut chars = text[1..].char_indices();
+    while let Some((i, c)) = chars.next() {
         match c {
             '\\' => {
-                if let Some(next) = chars.next() {
+                if let Some((_, next)) = chars.next() {
                     literal.push(next);
                 }
             }
-            c if c == quote => return Some(literal),
+            c if c == quote => return Some((literal, &text[1 + i + 1..])),
             c => literal.push(c),
         }
     }

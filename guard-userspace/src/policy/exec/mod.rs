@@ -159,6 +159,7 @@ pub fn classify(argv: &[OsString], filename: &Path, cwd: &Path, home: &Path) -> 
         home: home.to_path_buf(),
         out: Classification::default(),
         budget: 512,
+        exhausted: false,
     };
     let invocation = Invocation {
         cwd: cwd.to_path_buf(),
@@ -217,12 +218,23 @@ pub(crate) struct Reader {
     pub out: Classification,
     /// Upper bound on commands read from one exec (recursion, huge scripts).
     budget: usize,
+    exhausted: bool,
 }
 
 impl Reader {
     /// Reads one command: strips assignments, unwraps wrappers, dispatches.
     pub fn command(&mut self, words: &[String], inv: &Invocation) {
         if self.budget == 0 || inv.depth > shell::MAX_DEPTH {
+            // Padding a script with no-ops must not hide what comes after.
+            if !self.exhausted {
+                self.exhausted = true;
+                self.finding(
+                    Class::ShellUnparsed,
+                    "sh",
+                    "too many or too deeply nested commands to read".into(),
+                    inv,
+                );
+            }
             return;
         }
         self.budget -= 1;

@@ -257,6 +257,8 @@ fn bad_input_never_panics() {
     );
     let deep = "bash -c \"".repeat(30);
     let _ = run(&["bash", "-c", &deep]);
+    let padded = format!("{}rm -rf /home/u", "true; ".repeat(600));
+    assert!(classes(&["bash", "-c", &padded]).contains(&Class::ShellUnparsed));
 }
 
 #[test]
@@ -397,4 +399,30 @@ fn rm_long_options_do_not_swallow_operands() {
         targets(&["rm", "-r", "--preserve-root=all", "/"]),
         vec![path("/")]
     );
+}
+
+#[test]
+fn inline_code_argv_lists_are_read_as_commands() {
+    for argv in [
+        &[
+            "python3",
+            "-c",
+            "import subprocess; subprocess.run(['rm', '-rf', '/home/u'])",
+        ][..],
+        &[
+            "node",
+            "-e",
+            "require('child_process').spawnSync('rm', ['-rf', '/home/u'])",
+        ],
+        &["ruby", "-e", "system('rm', '-rf', '/home/u')"],
+        &["perl", "-e", "system(\"rm -rf /home/u\")"],
+        &["ruby", "-e", "`rm -rf /home/u`"],
+    ] {
+        assert_eq!(
+            targets(argv),
+            vec![path("/home/u")],
+            "{argv:?}: {:?}",
+            run(argv)
+        );
+    }
 }

@@ -270,20 +270,9 @@ impl Reader {
 
     /// Reads a shell script (from `-c`, eval, stdin) as the shell would run it.
     pub fn script(&mut self, script: &str, inv: &Invocation, via: String) {
-        self.script_with(script, inv, via, true);
-    }
-
-    /// Reads a script file. A file guard cannot parse is not reported: each
-    /// command it runs is exec'd, and seen, on its own.
-    pub fn script_file_text(&mut self, script: &str, inv: &Invocation, via: String) {
-        self.script_with(script, inv, via, false);
-    }
-
-    fn script_with(&mut self, script: &str, inv: &Invocation, via: String, report_errors: bool) {
         let inner = inv.nested(via);
         let commands = match shell::parse(script) {
             Ok(commands) => commands,
-            Err(_) if !report_errors => return,
             Err(e) => {
                 self.finding(
                     Class::ShellUnparsed,

@@ -3,12 +3,10 @@
 //! exec). Each is parsed by its own option grammar, then the inner command is
 //! read as if it had been exec'd directly.
 
-use std::path::PathBuf;
-
 use super::{
     Invocation, Reader,
     args::{self, Spec},
-    assignment, program_name, read_small_file, shell,
+    assignment, shell,
 };
 
 pub const SHELLS: &[&str] = &[
@@ -319,11 +317,8 @@ pub fn unwrap(reader: &mut Reader, program: &str, args: &[String], inv: &Invocat
             }
         }
         "eval" => reader.script(&args.join(" "), inv, "eval".into()),
-        "source" | "." => {
-            if let Some(file) = args.first() {
-                script_file(reader, file, inv, program);
-            }
-        }
+        // Sourced files run their commands as execs of their own.
+        "source" | "." => {}
         "npx" | "bunx" | "pnpx" => {
             let spec = Spec {
                 short_values: "pc",
@@ -481,22 +476,15 @@ fn shell_program(reader: &mut Reader, program: &str, args: &[String], inv: &Invo
         }
         return;
     }
-    if let Some(file) = rest.first() {
-        script_file(reader, file, inv, program);
-    } else if let shell::Stdin::Text(text) = &inv.stdin {
+    // `bash script.sh` is not read: every program the script runs is exec'd
+    // and classified on its own, with its real cwd, and reading build scripts
+    // (./configure) from here would only guess at their variables.
+    if rest.is_empty()
+        && let shell::Stdin::Text(text) = &inv.stdin
+    {
         // `echo "rm -rf ~" | sh`, `sh <<EOF`: the script is the input.
         let text = text.clone();
         reader.script(&text, inv, format!("{program} <stdin>"));
-    }
-}
-
-fn script_file(reader: &mut Reader, file: &str, inv: &Invocation, program: &str) {
-    if inv.remote {
-        return;
-    }
-    let path: PathBuf = inv.cwd.join(file);
-    if let Some(text) = read_small_file(&path) {
-        reader.script_file_text(&text, inv, format!("{program} {}", program_name(file)));
     }
 }
 

@@ -220,7 +220,9 @@ pub struct RateRule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetCondition {
-    /// A target outside every workspace (or one guard cannot resolve).
+    /// A target outside every workspace, on another machine, or in another
+    /// user's home. (Paths known only at run time are judged when the
+    /// program that uses them is exec'd.)
     OutsideWorkspace,
     /// A target that a file rule protects, or that contains one.
     Protected,

@@ -121,7 +121,7 @@ fn targets(reader: &Reader, operands: &[String], inv: &Invocation) -> Vec<Target
     {
         out.extend(paths.iter().map(|p| reader.target(p, inv)));
     } else if inv.unknown_operands {
-        out.push(Target::Unknown("arguments read from stdin (xargs)".into()));
+        out.push(Target::Runtime("arguments read from stdin (xargs)".into()));
     }
     out
 }
@@ -132,7 +132,7 @@ pub(crate) fn describe(targets: &[Target]) -> String {
         .take(3)
         .map(|t| match t {
             Target::Path(p) => p.display().to_string(),
-            Target::Unknown(w) => w.clone(),
+            Target::Unknown(w) | Target::Runtime(w) => w.clone(),
         })
         .collect();
     let mut text = names.join(", ");

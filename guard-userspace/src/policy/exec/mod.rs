@@ -107,8 +107,13 @@ impl Serialize for Class {
 pub enum Target {
     /// An absolute, lexically normalised path on this machine.
     Path(PathBuf),
-    /// A path guard cannot know: a variable, a remote host, xargs input.
+    /// A path on another machine or in another user's home (`host:path`,
+    /// `ssh host rm ...`, `~bob`): outside the workspace by definition.
     Unknown(String),
+    /// A local path known only when the program runs (`$DIR`, xargs input,
+    /// after `cd $X`). That program is exec'd, stopped and classified on its
+    /// own with the real value, so rules do not guess here.
+    Runtime(String),
 }
 
 /// One thing a command would do.
@@ -379,7 +384,7 @@ impl Reader {
                         };
                         match self.target(dir, &probe) {
                             Target::Path(p) => *cwd = (p, false),
-                            Target::Unknown(_) => cwd.1 = true,
+                            Target::Unknown(_) | Target::Runtime(_) => cwd.1 = true,
                         }
                     }
                 }
@@ -479,7 +484,8 @@ impl Reader {
     }
 
     /// Resolves a path word against the invocation's cwd, expanding `~` and
-    /// `$HOME`; other variables and remote paths become [`Target::Unknown`].
+    /// `$HOME` and a few well-known variables; remote paths become
+    /// [`Target::Unknown`], other variables [`Target::Runtime`].
     pub fn target(&self, word: &str, inv: &Invocation) -> Target {
         if inv.remote {
             return Target::Unknown(format!("remote:{word}"));
@@ -489,7 +495,9 @@ impl Reader {
             && !word.starts_with('~')
             && !word.starts_with('$')
         {
-            return Target::Unknown(format!("{word} (after cd to an unknown directory)"));
+            return Target::Runtime(format!(
+                "{word} (after cd to a directory known at run time)"
+            ));
         }
         let home = self.home.to_string_lossy();
         let mut text = word.to_string();
@@ -524,9 +532,6 @@ impl Reader {
             // ~user: another user's home; where it is does not matter, it is not ours.
             return Target::Unknown(word.to_string());
         }
-        if text.contains('$') || text.contains('`') || text.is_empty() {
-            return Target::Unknown(word.to_string());
-        }
         if text.contains(':') && !text.starts_with('/') && !text.starts_with('.') {
             // host:path (scp, rsync).
             if let Some((host, _)) = text.split_once(':')
@@ -535,6 +540,9 @@ impl Reader {
             {
                 return Target::Unknown(word.to_string());
             }
+        }
+        if text.contains('$') || text.contains('`') || text.is_empty() {
+            return Target::Runtime(word.to_string());
         }
         let path = inv.cwd.join(&text);
         Target::Path(glob_base(&normalize(&path)))

@@ -35,6 +35,9 @@ pub fn read(reader: &mut Reader, program: &str, args: &[String], inv: &Invocatio
     ) {
         return false;
     }
+    if program == "aws" && super::dry_run(args) {
+        return true;
+    }
     let words = command_words(args);
     let verb = match program {
         "aws" => {

@@ -272,6 +272,9 @@ fn rsync(reader: &mut Reader, args: &[String], inv: &Invocation) {
         stop_at_operand: false,
     };
     let parsed = args::parse(args, &spec);
+    if parsed.has(Some('n'), &["dry-run"]) {
+        return;
+    }
     let deletes = parsed
         .opts
         .iter()

@@ -196,6 +196,9 @@ fn push(reader: &mut Reader, args: &[String], inv: &Invocation) {
             ..Spec::default()
         },
     );
+    if parsed.has(Some('n'), &["dry-run"]) {
+        return;
+    }
     let mut force = parsed.has(Some('f'), &["force"]);
     let lease = parsed.has(None, &["force-with-lease", "force-if-includes"]);
     let mirror = parsed.has(None, &["mirror"]);

@@ -166,7 +166,7 @@ const DESTRUCTIVE_WORDS: &[&str] = &[
 
 /// A GraphQL mutation (or RPC method) whose name says it deletes: `volumeDelete`,
 /// `deleteProject`, `"method":"purge"`.
-fn destructive_mutation(body: &str) -> Option<String> {
+pub(crate) fn destructive_mutation(body: &str) -> Option<String> {
     let lower = body.to_ascii_lowercase();
     let graphql = lower.contains("mutation");
     let rpc = lower.contains("\"method\"") || lower.contains("\"action\"");

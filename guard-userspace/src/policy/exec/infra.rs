@@ -4,7 +4,7 @@
 use super::{
     Class, Invocation, Reader,
     args::{self, Spec},
-    wrappers,
+    dry_run, wrappers,
 };
 
 pub fn read(reader: &mut Reader, program: &str, args: &[String], inv: &Invocation) -> bool {
@@ -43,6 +43,7 @@ pub fn read(reader: &mut Reader, program: &str, args: &[String], inv: &Invocatio
             }
         }
         "kubectl" | "oc" | "microk8s.kubectl" => kubectl(reader, program, args, inv),
+        "helm" if dry_run(args) => {}
         "helm" => {
             let sub = first_operand(
                 args,
@@ -237,6 +238,9 @@ fn pulumi(reader: &mut Reader, args: &[String], inv: &Invocation) {
 }
 
 fn kubectl(reader: &mut Reader, program: &str, args: &[String], inv: &Invocation) {
+    if dry_run(args) {
+        return;
+    }
     let parsed = args::parse(
         args,
         &Spec {
@@ -368,6 +372,9 @@ fn docker(reader: &mut Reader, program: &str, args: &[String], inv: &Invocation)
 }
 
 fn compose(reader: &mut Reader, program: &str, args: &[String], inv: &Invocation) {
+    if dry_run(args) {
+        return;
+    }
     let global = args::parse(
         args,
         &Spec {

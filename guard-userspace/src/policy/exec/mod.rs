@@ -785,6 +785,18 @@ fn found_paths(words: &[String]) -> Option<Vec<String>> {
     Some(starts)
 }
 
+/// `--dry-run`, `--dry-run=client|server`, `--dryrun`: the tool only shows
+/// what it would do. Used for tools known to support it (kubectl, helm, git
+/// push, rsync, aws, docker compose, rake); `--dry-run=none` is a real run.
+pub(crate) fn dry_run(args: &[String]) -> bool {
+    args.iter().any(|a| {
+        a == "--dry-run"
+            || a == "--dryrun"
+            || a.strip_prefix("--dry-run=")
+                .is_some_and(|v| v != "none" && v != "false")
+    })
+}
+
 /// True for commands that turn encoded text back into code (`base64 -d`).
 fn decodes(words: &[String]) -> bool {
     let Some(first) = words.first() else {

@@ -38,6 +38,7 @@ pub fn read(reader: &mut Reader, program: &str, args: &[String], inv: &Invocatio
             "drizzle-kit push --force applies data-losing changes without asking".into(),
         ),
         ("drizzle-kit", ["drop", ..]) => (Class::DbDrop, "drizzle-kit drop".into()),
+        ("rake", _) if super::dry_run(args) || args.iter().any(|a| a == "-n") => return true,
         ("rails" | "rake" | "bin/rails", _) => {
             let Some(task) = words.iter().find(|w| {
                 matches!(
@@ -135,10 +136,20 @@ pub fn read(reader: &mut Reader, program: &str, args: &[String], inv: &Invocatio
                             .map(String::from)
                     })
                 });
-            if !method.is_some_and(|m| m.eq_ignore_ascii_case("DELETE")) {
+            if method.is_some_and(|m| m.eq_ignore_ascii_case("DELETE")) {
+                (Class::HttpDelete, format!("{program} api -X DELETE"))
+            } else if let Some(name) = args
+                .iter()
+                .filter_map(|a| a.strip_prefix("query="))
+                .find_map(super::http::destructive_mutation)
+            {
+                (
+                    Class::HttpMutation,
+                    format!("{program} api graphql mutation {name}"),
+                )
+            } else {
                 return true;
             }
-            (Class::HttpDelete, format!("{program} api -X DELETE"))
         }
         ("npm", ["unpublish", ..]) => (Class::PlatformDelete, "npm unpublish".into()),
         ("npm", ["exec" | "x", ..]) => {

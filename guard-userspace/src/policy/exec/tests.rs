@@ -430,3 +430,26 @@ fn inline_code_argv_lists_are_read_as_commands() {
         );
     }
 }
+
+#[test]
+fn dry_runs_are_not_destructive() {
+    assert!(classes(&["kubectl", "delete", "ns", "prod", "--dry-run=client"]).is_empty());
+    assert_eq!(
+        classes(&["kubectl", "delete", "ns", "prod", "--dry-run=none"]),
+        vec![Class::K8sDelete]
+    );
+    assert!(classes(&["git", "push", "-n", "--force"]).is_empty());
+    assert!(classes(&["rsync", "-avn", "--delete", "a/", "/srv/b/"]).is_empty());
+    assert!(classes(&["aws", "s3", "rm", "s3://b", "--recursive", "--dryrun"]).is_empty());
+    assert!(classes(&["helm", "uninstall", "api", "--dry-run"]).is_empty());
+    assert_eq!(
+        classes(&[
+            "gh",
+            "api",
+            "graphql",
+            "-f",
+            "query=mutation { deleteRepository(input: {}) { clientMutationId } }"
+        ]),
+        vec![Class::HttpMutation]
+    );
+}

@@ -190,12 +190,14 @@ impl KernelTables {
     /// it is tested against [`Policy::evaluate`].
     pub fn file_op_goes_up(&self, kind: ActionKind, path: &Path) -> bool {
         let bit = op_bit(kind);
+        // The kernel looks up the path as the hook sees it, without a trailing
+        // slash: a workspace root itself ("/ws") does not match "/ws/" and so
+        // counts as outside, as it does in evaluate().
         let text = path.to_string_lossy();
-        let probe = format!("{}/", text.trim_end_matches('/'));
         let flags = self
             .paths
             .iter()
-            .filter(|e| probe.starts_with(&e.prefix))
+            .filter(|e| text.starts_with(&e.prefix))
             .max_by_key(|e| e.prefix.len())
             .map_or(0, |e| e.flags);
         if self.all_file_ops && self.protected_ops & bit != 0 {
@@ -248,7 +250,14 @@ impl Policy {
         let c = self.compiled();
         let mut paths: Vec<PathEntry> = Vec::new();
         let add = |prefix: &str, flags: u32, paths: &mut Vec<PathEntry>| {
-            let prefix = format!("{}/", prefix.trim_end_matches('/'));
+            // Directories end in `/` so `/ws/` does not cover `/ws2`; a protected
+            // literal path (`~/.ssh`, from `~/.ssh/**`) is entered as written,
+            // covering the path itself (and, harmlessly, `~/.sshx`).
+            let prefix = if flags & path_flags::PROTECTED != 0 {
+                prefix.to_string()
+            } else {
+                format!("{}/", prefix.trim_end_matches('/'))
+            };
             if prefix.len() > PATH_PREFIX_MAX && flags & path_flags::PROTECTED == 0 {
                 // A truncated workspace prefix would cover its siblings: leave it out
                 // (its paths then count as outside and go up).
@@ -438,7 +447,8 @@ fn compile_pattern(pattern: &str) -> Compiled {
     Compiled::Prefix(prefix)
 }
 
-/// The directory part of a glob before its first wildcard (`/a/b*/c` -> `/a/`).
+/// The directory part of a glob before its first wildcard (`/a/b*/c` -> `/a/`),
+/// or the whole pattern when it has no wildcard (`/a/b`).
 fn literal_prefix(pattern: &str) -> String {
     let cut = pattern.find(['*', '?', '[', '{']).unwrap_or(pattern.len());
     let literal = &pattern[..cut];
@@ -601,8 +611,13 @@ mod tests {
                 .with_workspace("/tmp/ws2");
             let t = p.kernel_tables();
             for dir in dirs {
-                for name in names {
-                    let path = format!("{}/{name}", dir.trim_end_matches('/'));
+                // The directory itself (a workspace root too), then entries in it.
+                let paths = std::iter::once(dir.to_string()).chain(
+                    names
+                        .iter()
+                        .map(|name| format!("{}/{name}", dir.trim_end_matches('/'))),
+                );
+                for path in paths {
                     for kind in kinds {
                         if t.file_op_goes_up(kind, Path::new(&path)) {
                             continue;

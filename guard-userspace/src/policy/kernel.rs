@@ -233,6 +233,32 @@ impl KernelTables {
         mask & bit != 0
     }
 
+    /// Whether a connect must go to userspace (the same filter the kernel's
+    /// connect hooks apply).
+    pub fn connect_goes_up(&self, endpoint: &crate::action::Endpoint) -> bool {
+        use crate::action::Endpoint;
+        if self.all_connects {
+            return true;
+        }
+        match endpoint {
+            Endpoint::Unix { path } => {
+                let text = path.to_string_lossy();
+                self.unix_prefixes
+                    .iter()
+                    .any(|p| text.starts_with(p.as_str()))
+            }
+            Endpoint::Inet { addr } => {
+                let ip = addr.ip();
+                let port = addr.port();
+                self.ipv4
+                    .iter()
+                    .chain(self.ipv6.iter())
+                    .any(|e| e.net.contains(&ip))
+                    || self.ports.iter().any(|(a, b)| (*a..=*b).contains(&port))
+            }
+        }
+    }
+
     /// Whether an exec of `filename` stops for userspace.
     pub fn exec_goes_up(&self, filename: &Path) -> bool {
         if self.all_execs {
@@ -631,6 +657,59 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn connects_a_rule_decides_go_up() {
+        use crate::action::{Action, Endpoint};
+        let production = Policy::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../policies/production.yaml"
+        )))
+        .unwrap();
+        production.set_resolved("db.prod.example.com", vec!["192.0.2.7".parse().unwrap()]);
+        for (label, p) in [
+            ("default", Policy::embedded_default()),
+            ("production", production),
+        ] {
+            let t = p.kernel_tables();
+            let inet = [
+                "10.20.1.1:5432",
+                "10.20.1.1:80",
+                "192.0.2.7:3306",
+                "192.0.2.8:3306",
+                "169.254.169.254:80",
+                "127.0.0.1:6379",
+                "[fd00::1]:5432",
+            ];
+            let unix = [
+                "/run/postgresql/.s.PGSQL.5432",
+                "/var/run/docker.sock",
+                "/tmp/x.sock",
+            ];
+            let endpoints = inet
+                .iter()
+                .map(|a| Endpoint::Inet {
+                    addr: a.parse().unwrap(),
+                })
+                .chain(unix.iter().map(|p| Endpoint::Unix { path: p.into() }));
+            for endpoint in endpoints {
+                if t.connect_goes_up(&endpoint) {
+                    continue;
+                }
+                let v = p.evaluate(&Action::Connect {
+                    endpoint: endpoint.clone(),
+                });
+                assert_eq!(
+                    v.decision,
+                    Decision::Allow,
+                    "{label}: {endpoint:?} stays in the kernel but {v:?}"
+                );
+            }
+            assert!(t.connect_goes_up(&Endpoint::Inet {
+                addr: "169.254.169.254:80".parse().unwrap()
+            }));
         }
     }
 

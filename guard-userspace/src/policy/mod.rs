@@ -171,6 +171,14 @@ impl Policy {
         self
     }
 
+    /// A copy with its own rate counters. Clones share counters (a policy
+    /// cloned into several backends of one session counts once); give each
+    /// session its own with this.
+    pub fn with_fresh_counters(mut self) -> Self {
+        self.rates = self.rates.fresh();
+        self
+    }
+
     pub fn home(&self) -> &Path {
         &self.home
     }

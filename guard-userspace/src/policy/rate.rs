@@ -69,6 +69,11 @@ impl fmt::Debug for RateState {
 }
 
 impl RateState {
+    /// Empty counters on the same clock (a new session).
+    pub fn fresh(&self) -> Self {
+        Self::new(self.clock.clone())
+    }
+
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
             clock,

@@ -150,6 +150,15 @@ fn rate_rule_freezes_after_the_threshold_and_resets_with_time() {
         path: "/ws/target/x".into(),
     };
     assert_eq!(p.evaluate(&build).decision, Decision::Allow);
+    // Clones share counters; a fresh copy starts from zero.
+    assert_eq!(p.clone().evaluate(&unlink(6)).decision, Decision::Freeze);
+    assert_eq!(
+        p.clone()
+            .with_fresh_counters()
+            .evaluate(&unlink(7))
+            .decision,
+        Decision::Allow
+    );
     clock.advance(Duration::from_secs(11));
     assert_eq!(p.evaluate(&unlink(5)).decision, Decision::Allow);
 }

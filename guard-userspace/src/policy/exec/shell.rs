@@ -132,13 +132,13 @@ impl Lexer {
                 }
                 '\n' => {
                     self.pos += 1;
-                    self.finish(false);
+                    self.finish();
                     self.read_heredocs()?;
                 }
                 ';' | '(' | ')' => {
                     self.pos += 1;
                     // `;;` in case statements is just a separator here.
-                    self.finish(false);
+                    self.finish();
                 }
                 '&' if self.peek_at(1) == Some('>') => {
                     self.pos += 2;
@@ -152,18 +152,18 @@ impl Lexer {
                     if self.peek() == Some('&') {
                         self.pos += 1;
                     }
-                    self.finish(false);
+                    self.finish();
                 }
                 '|' => {
                     self.pos += 1;
                     if self.peek() == Some('|') {
                         self.pos += 1;
-                        self.finish(false);
+                        self.finish();
                     } else {
                         if self.peek() == Some('&') {
                             self.pos += 1;
                         }
-                        self.finish(true);
+                        self.finish();
                         pipe_next = true;
                         continue;
                     }
@@ -234,11 +234,9 @@ impl Lexer {
                 pipe_next = false;
             }
         }
-        self.finish(false);
-        if let Some((delim, _, _)) = self.pending_heredocs.first() {
-            // A here-document without its body: keep what we have, report nothing.
-            let _ = delim;
-        }
+        // A here-document left without its body (no newline after it) reads
+        // nothing: the command keeps an empty input.
+        self.finish();
         Ok(())
     }
 
@@ -258,7 +256,7 @@ impl Lexer {
         }
     }
 
-    fn finish(&mut self, _piped: bool) {
+    fn finish(&mut self) {
         let mut command = std::mem::take(&mut self.current);
         strip_reserved_words(&mut command.words);
         if !command.words.is_empty() || command.stdin != Stdin::Inherited {

@@ -80,6 +80,20 @@ fn check_ids(policy: &PolicyFile, source: &str, file: &str) -> Result<(), Policy
             ));
         }
     }
+    for rule in &policy.exec {
+        if !rule.args.is_empty() && (rule.programs.is_empty() || !rule.classes.is_empty()) {
+            return Err(PolicyError::at_text(
+                file,
+                source,
+                &format!("id: {}", rule.id.0),
+                0,
+                format!(
+                    "exec rule {:?}: args: applies to rules with programs: and no classes: (classes have their own readers)",
+                    rule.id.0
+                ),
+            ));
+        }
+    }
     for rule in &policy.network {
         if rule.hosts.is_empty()
             && rule.cidrs.is_empty()
@@ -245,6 +259,8 @@ pub struct ExecRuleC {
     pub classes: Vec<Class>,
     pub program_names: Vec<String>,
     pub programs: GlobSet,
+    /// Each must match one argument (rules with `programs` only).
+    pub args: Vec<globset::GlobMatcher>,
     pub targets: Vec<TargetCondition>,
     pub refs: GlobSet,
     pub decision: Decision,
@@ -370,6 +386,12 @@ impl Compiled {
                         id: r.id.0.clone(),
                         classes: r.classes.iter().map(|c| c.0).collect(),
                         programs: plain_globset(&program_names),
+                        args: r
+                            .args
+                            .iter()
+                            .filter_map(|g| GlobBuilder::new(&g.0).build().ok())
+                            .map(|g| g.compile_matcher())
+                            .collect(),
                         program_names,
                         targets: r.targets.clone(),
                         refs: plain_globset(

@@ -240,6 +240,10 @@ pub struct ExecRule {
     /// Program base names (globs): the rule matches any run of them.
     #[serde(default)]
     pub programs: Vec<ProgramName>,
+    /// With `programs`: globs that must each match one argument
+    /// (`programs: [make]`, `args: ["deploy*"]`).
+    #[serde(default)]
+    pub args: Vec<ArgGlob>,
     #[serde(default)]
     pub targets: Vec<TargetCondition>,
     /// Git refs (globs) the finding must name.
@@ -398,6 +402,19 @@ impl FromStr for ProgramName {
         }
         globset::Glob::new(s).map_err(|e| format!("bad program pattern {s:?}: {}", e.kind()))?;
         Ok(ProgramName(s.to_string()))
+    }
+}
+
+/// A glob over one argument (`*` matches anything, `/` included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgGlob(pub String);
+text_value!(ArgGlob);
+
+impl FromStr for ArgGlob {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        globset::Glob::new(s).map_err(|e| format!("bad argument pattern {s:?}: {}", e.kind()))?;
+        Ok(ArgGlob(s.to_string()))
     }
 }
 

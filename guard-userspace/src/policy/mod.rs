@@ -368,12 +368,16 @@ impl Policy {
         let mut best = Best::default();
         for (order, rule) in self.compiled.exec.iter().enumerate() {
             if rule.classes.is_empty() {
-                if let Some(program) = c
-                    .programs
-                    .iter()
-                    .find(|p| rule.programs.is_match(p.as_str()))
-                {
-                    let reason = format!("{}: runs {program}", rule.reason);
+                let hit = c.programs.iter().zip(&c.arguments).find(|(p, args)| {
+                    rule.programs.is_match(p.as_str())
+                        && rule
+                            .args
+                            .iter()
+                            .all(|glob| args.iter().any(|a| glob.is_match(a.as_str())))
+                });
+                if let Some((program, args)) = hit {
+                    let reason = format!("{}: runs {program} {}", rule.reason, args.join(" "));
+                    let reason = reason.trim_end().to_string();
                     best.offer(rule.decision, order, &rule.id, reason);
                 }
                 continue;

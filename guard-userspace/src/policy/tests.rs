@@ -302,7 +302,7 @@ fn json_schema_matches_the_parser() {
         ]
     );
     // Every key the schema allows in a rule is accepted by the parser.
-    let rule = "version: 1\nfiles:\n  - {id: a, paths: [x], except: [y], ops: [unlink], where: any, decision: ask, reason: r}\nrates:\n  - {id: b, ops: [unlink], where: any, except: [y], count: 1, window: 1s, decision: ask, reason: r}\nexec:\n  - {id: c, classes: [fs.delete], programs: [rm], targets: [protected], refs: [main], decision: ask, reason: r}\nnetwork:\n  - {id: d, hosts: [a.b], cidrs: [10.0.0.0/8], ports: [1], unix: [/x], decision: ask, reason: r}\nworkspace: {roots: [/w], build_dirs: [t], scratch: [/tmp]}\ndefaults: {exec: allow, unlink: allow, rmdir: allow, rename: allow, truncate: allow, open_write: allow, connect: allow}\nask: {timeout: 1s, on_timeout: deny}\ncontroller: {on_loss: fail_open}\n";
+    let rule = "version: 1\nfiles:\n  - {id: a, paths: [x], except: [y], ops: [unlink], where: any, decision: ask, reason: r}\nrates:\n  - {id: b, ops: [unlink], where: any, except: [y], count: 1, window: 1s, decision: ask, reason: r}\nexec:\n  - {id: c, classes: [fs.delete], programs: [rm], targets: [protected], refs: [main], decision: ask, reason: r}\n  - {id: c2, programs: [make], args: [deploy*], decision: ask}\nnetwork:\n  - {id: d, hosts: [a.b], cidrs: [10.0.0.0/8], ports: [1], unix: [/x], decision: ask, reason: r}\nworkspace: {roots: [/w], build_dirs: [t], scratch: [/tmp]}\ndefaults: {exec: allow, unlink: allow, rmdir: allow, rename: allow, truncate: allow, open_write: allow, connect: allow}\nask: {timeout: 1s, on_timeout: deny}\ncontroller: {on_loss: fail_open}\n";
     Policy::from_yaml(rule, "all-keys.yaml").unwrap_or_else(|e| panic!("{e}"));
     for (section, example) in [
         ("files", "a"),
@@ -311,10 +311,13 @@ fn json_schema_matches_the_parser() {
         ("network", "d"),
     ] {
         let allowed = keys(&schema["properties"][section]["items"]["properties"]);
-        let line = rule
+        // The rule with this id and its variant (`c2`) together.
+        let line: String = rule
             .lines()
-            .find(|l| l.contains(&format!("id: {example},")))
-            .unwrap();
+            .filter(|l| {
+                l.contains(&format!("id: {example},")) || l.contains(&format!("id: {example}2,"))
+            })
+            .collect();
         let used: usize = allowed
             .iter()
             .filter(|k| line.contains(&format!("{k}:")))
@@ -396,4 +399,38 @@ fn wrapped_and_direct_commands_share_a_grant_key() {
     assert_eq!(key(&["sudo", "rm", "-rf", "/home/u/x"]), direct);
     assert_eq!(key(&["bash", "-c", "rm -rf ~/x"]), direct);
     assert_ne!(key(&["rm", "-rf", "/home/u/y"]), direct);
+}
+
+#[test]
+fn program_rules_with_argument_globs() {
+    let p = Policy::from_yaml(
+        "version: 1\nexec:\n  - id: deploy.prod\n    programs: [make, \"deploy*.sh\"]\n    args: [\"prod*\"]\n    decision: ask\n",
+        "p.yaml",
+    )
+    .unwrap();
+    let argv = |a: &[&str]| -> Vec<OsString> { a.iter().map(OsString::from).collect() };
+    let v = p.evaluate(&Policy::exec_action(
+        &argv(&["make", "-j4", "production"]),
+        Path::new("/w"),
+    ));
+    assert_eq!(
+        (v.decision, v.rule.as_str()),
+        (Decision::Ask, "deploy.prod"),
+        "{v:?}"
+    );
+    let v = p.evaluate(&Policy::exec_action(
+        &argv(&["bash", "-c", "./scripts/deploy-app.sh prod"]),
+        Path::new("/w"),
+    ));
+    assert_eq!(v.decision, Decision::Ask, "{v:?}");
+    let v = p.evaluate(&Policy::exec_action(
+        &argv(&["make", "test"]),
+        Path::new("/w"),
+    ));
+    assert_eq!(v.decision, Decision::Allow);
+    let e = Policy::from_yaml("version: 1\nexec:\n  - id: x\n    classes: [fs.delete]\n    args: [a]\n    decision: ask\n", "p.yaml").unwrap_err();
+    assert!(
+        e.message.contains("args: applies to rules with programs"),
+        "{e}"
+    );
 }

@@ -141,6 +141,9 @@ pub struct Classification {
     pub findings: Vec<Finding>,
     /// Every program the command line would start, wrappers included.
     pub programs: Vec<String>,
+    /// The arguments each of `programs` gets (same order).
+    #[serde(skip)]
+    pub arguments: Vec<Vec<String>>,
 }
 
 /// Reads an exec's argv. `filename` is the binary the kernel loaded (used when
@@ -256,6 +259,7 @@ impl Reader {
         let Some(first) = words.first() else { return };
         let program = program_name(first);
         self.out.programs.push(program.clone());
+        self.out.arguments.push(words[1..].to_vec());
         let args = &words[1..];
         if wrappers::unwrap(self, &program, args, &inv) {
             return;

@@ -1,7 +1,7 @@
 use clap::Parser as _;
 use guard::{
     cli::{Cli, Command},
-    cmd,
+    cmd, policy,
 };
 
 fn main() {
@@ -17,6 +17,7 @@ fn main() {
         Command::Kill(args) => cmd::kill::run(args, socket),
         Command::Sessions(args) => cmd::sessions::run(args, socket),
         Command::Events(args) => cmd::events::run(args, socket),
+        Command::Policy { command } => policy::cli::run(command),
     };
     std::process::exit(code);
 }

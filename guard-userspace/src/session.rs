@@ -140,7 +140,7 @@ pub fn run(options: &SessionOptions) -> anyhow::Result<SessionSummary> {
     let name = options.name.clone().unwrap_or_else(default_session_name);
     validate_name(&name)?;
     let account = users::invoking_account(options.user.as_deref())?;
-    let policy = Arc::new(load_policy(options)?);
+    let policy = Arc::new(load_policy(options, &account)?);
     // Signals are blocked before any thread starts, so only the forwarder sees them.
     let signals = SignalRelay::block()?;
     let cgroup = Cgroup::create(&format!("session-{name}"))?;
@@ -159,14 +159,9 @@ pub fn run(options: &SessionOptions) -> anyhow::Result<SessionSummary> {
     result
 }
 
-fn load_policy(options: &SessionOptions) -> anyhow::Result<Policy> {
+fn load_policy(options: &SessionOptions, account: &Account) -> anyhow::Result<Policy> {
     let policy = match &options.policy {
-        // Hook: the policy language (policy helper) provides Policy::load(path).
-        Some(path) => bail!(
-            "--policy {}: this build has only the embedded default policy; policy files \
-             arrive with the policy language",
-            path.display()
-        ),
+        Some(path) => Policy::load(path).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => Policy::embedded_default(),
     };
     let workspace = match &options.workspace {
@@ -175,7 +170,11 @@ fn load_policy(options: &SessionOptions) -> anyhow::Result<Policy> {
             .with_context(|| format!("--workspace {}: no such directory", dir.display()))?,
         None => std::env::current_dir().context("reading the current directory")?,
     };
-    Ok(policy.with_workspace(workspace))
+    // `~` in rules means the home of the user the agent runs as, not root's.
+    Ok(policy
+        .with_home(&account.home)
+        .with_workspace(workspace)
+        .with_fresh_counters())
 }
 
 #[allow(clippy::too_many_arguments)]

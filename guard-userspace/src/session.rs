@@ -161,12 +161,8 @@ pub fn run(options: &SessionOptions) -> anyhow::Result<SessionSummary> {
 
 fn load_policy(options: &SessionOptions) -> anyhow::Result<Policy> {
     let policy = match &options.policy {
-        // Hook: the policy language (policy helper) provides Policy::load(path).
-        Some(path) => bail!(
-            "--policy {}: this build has only the embedded default policy; policy files \
-             arrive with the policy language",
-            path.display()
-        ),
+        // Errors name file:line:column and the fix (see docs/policy.md).
+        Some(path) => Policy::load(path).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => Policy::embedded_default(),
     };
     let workspace = match &options.workspace {

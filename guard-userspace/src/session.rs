@@ -140,7 +140,8 @@ pub fn run(options: &SessionOptions) -> anyhow::Result<SessionSummary> {
     let name = options.name.clone().unwrap_or_else(default_session_name);
     validate_name(&name)?;
     let account = users::invoking_account(options.user.as_deref())?;
-    let policy = Arc::new(load_policy(options)?);
+    // `~` in the policy (~/.ssh/**) is the agent's home, not root's.
+    let policy = Arc::new(load_policy(options)?.with_home(&account.home));
     // Signals are blocked before any thread starts, so only the forwarder sees them.
     let signals = SignalRelay::block()?;
     let cgroup = Cgroup::create(&format!("session-{name}"))?;

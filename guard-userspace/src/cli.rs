@@ -32,6 +32,11 @@ pub struct JsonFlag {
 pub enum Command {
     /// Run a command (an agent, a shell) inside a guarded session.
     Session(SessionArgs),
+    /// Check, test and explain policies (see docs/policy.md).
+    Policy {
+        #[command(subcommand)]
+        command: crate::policy::cli::PolicyCommand,
+    },
     /// Run the host controller: holds, grants, audit log and the API socket.
     Daemon(DaemonArgs),
     /// List pending holds.

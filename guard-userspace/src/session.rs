@@ -161,6 +161,7 @@ pub fn run(options: &SessionOptions) -> anyhow::Result<SessionSummary> {
 
 fn load_policy(options: &SessionOptions, account: &Account) -> anyhow::Result<Policy> {
     let policy = match &options.policy {
+        // Errors name file:line:column and the fix (see docs/policy.md).
         Some(path) => Policy::load(path).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => Policy::embedded_default(),
     };

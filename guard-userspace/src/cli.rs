@@ -51,11 +51,6 @@ pub enum Command {
     Sessions(JsonFlag),
     /// Show recent decisions and holds; --follow keeps streaming.
     Events(EventsArgs),
-    /// Check, test and explain policies (see docs/policy.md).
-    Policy {
-        #[command(subcommand)]
-        command: crate::policy::cli::PolicyCommand,
-    },
 }
 
 #[derive(Debug, Args)]

@@ -11,4 +11,5 @@ pub mod events;
 pub mod holds;
 pub mod policy;
 pub mod programs;
+pub mod seccomp;
 pub mod session;

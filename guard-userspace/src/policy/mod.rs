@@ -4,7 +4,10 @@
 //! argv classifiers and the default catalog grow behind it (issue: policy
 //! language); callers use only `Policy` and its methods.
 
+mod endpoints;
+
 use std::{
+    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -23,6 +26,8 @@ pub struct Policy {
     protected: Vec<PathBuf>,
     /// Program base names whose exec needs a person.
     watched_programs: Vec<String>,
+    /// Network endpoints whose connect needs a person.
+    protected_endpoints: endpoints::ProtectedEndpoints,
     ask_timeout: Duration,
     timeout_decision: Decision,
 }
@@ -34,6 +39,7 @@ impl Policy {
             workspaces: Vec::new(),
             protected: Vec::new(),
             watched_programs: ["terraform", "pulumi", "dropdb"].map(String::from).to_vec(),
+            protected_endpoints: Default::default(),
             ask_timeout: Duration::from_secs(300),
             timeout_decision: Decision::Deny,
         }
@@ -48,6 +54,12 @@ impl Policy {
     /// Adds a protected path prefix.
     pub fn with_protected(mut self, prefix: impl Into<PathBuf>) -> Self {
         self.protected.push(prefix.into());
+        self
+    }
+
+    /// Adds a protected endpoint (a production database, say).
+    pub fn with_protected_endpoint(mut self, addr: SocketAddr) -> Self {
+        self.protected_endpoints.add(addr);
         self
     }
 
@@ -90,7 +102,10 @@ impl Policy {
                     self.file_verdict(ActionKind::Rename, to)
                 }
             }
-            Action::Connect { .. } => allow(ActionKind::Connect),
+            Action::Connect { endpoint } => self
+                .protected_endpoints
+                .verdict(endpoint)
+                .unwrap_or_else(|| allow(ActionKind::Connect)),
         }
     }
 

@@ -1,0 +1,336 @@
+//! The supervisor thread: receives notifications, asks policy, and answers
+//! continue, an errno, an emulated result, or holds the caller in the kernel
+//! while a person decides.
+
+use std::{
+    os::fd::{AsRawFd as _, OwnedFd},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use libc::seccomp_notif;
+use serde::Serialize;
+
+use crate::{
+    action::Action,
+    cgroup::Cgroup,
+    decision::{Decision, Verdict},
+    holds::{HoldBroker, HoldRequest, Resolution},
+    policy::Policy,
+};
+
+use super::{
+    call::{self, Call, Op, Outcome},
+    creds::{self, AsCaller},
+    listener::{self, Answer},
+    task::{Creds, Task},
+};
+
+/// Counters a session reports at its end.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SupervisorStats {
+    /// Notifications received.
+    pub notifications: u64,
+    /// Calls allowed (performed by the supervisor or continued).
+    pub allowed: u64,
+    /// Calls refused by policy (deny, kill, denied or timed-out holds).
+    pub denied: u64,
+    /// Calls held for a person.
+    pub held: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    notifications: AtomicU64,
+    allowed: AtomicU64,
+    denied: AtomicU64,
+    held: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> SupervisorStats {
+        SupervisorStats {
+            notifications: self.notifications.load(Ordering::Relaxed),
+            allowed: self.allowed.load(Ordering::Relaxed),
+            denied: self.denied.load(Ordering::Relaxed),
+            held: self.held.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Everything the supervisor and its hold threads share.
+pub(super) struct Shared {
+    pub listener: OwnedFd,
+    pub policy: Arc<Policy>,
+    pub broker: Arc<HoldBroker>,
+    pub session: String,
+    pub cgroup: Option<Cgroup>,
+    counters: Counters,
+}
+
+impl Shared {
+    pub fn new(
+        listener: OwnedFd,
+        policy: Arc<Policy>,
+        broker: Arc<HoldBroker>,
+        session: String,
+        cgroup: Option<Cgroup>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            listener,
+            policy,
+            broker,
+            session,
+            cgroup,
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn stats(&self) -> SupervisorStats {
+        self.counters.snapshot()
+    }
+
+    fn answer(&self, id: u64, answer: Answer) {
+        if let Err(e) = listener::send(self.listener.as_raw_fd(), id, answer) {
+            // ENOENT: the caller died or was answered already; nothing to do.
+            if e.raw_os_error() != Some(libc::ENOENT) {
+                log::warn!("seccomp: answering notification {id}: {e}");
+            }
+        }
+    }
+}
+
+/// The receive loop. Returns when `stop` becomes readable or no task uses the
+/// filter any more (the kernel reports POLLHUP on the listener).
+pub(super) fn run(shared: Arc<Shared>, stop: OwnedFd) {
+    if let Err(e) = creds::detach_fs_struct() {
+        log::warn!("seccomp supervisor: unshare(CLONE_FS): {e}; creating files uses guard's umask");
+    }
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: shared.listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stop.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            log::error!("seccomp supervisor: poll: {}", std::io::Error::last_os_error());
+            return;
+        }
+        if fds[1].revents != 0 {
+            return;
+        }
+        if fds[0].revents & libc::POLLIN != 0 {
+            match listener::recv(shared.listener.as_raw_fd()) {
+                Ok(notif) => {
+                    shared.counters.notifications.fetch_add(1, Ordering::Relaxed);
+                    handle(&shared, &notif, 0);
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EINTR)) => {}
+                Err(e) => {
+                    log::error!("seccomp supervisor: receiving a notification: {e}");
+                    return;
+                }
+            }
+        } else if fds[0].revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+            return;
+        }
+    }
+}
+
+/// Decides one notification. `attempt` counts re-decodes after [`Outcome::Retry`].
+fn handle(shared: &Arc<Shared>, notif: &seccomp_notif, attempt: u32) {
+    let id = notif.id;
+    let task = Task { tid: notif.pid };
+    let Ok(creds) = task.creds() else {
+        // The caller is gone (or /proc is unreadable): refuse, never guess.
+        shared.answer(id, Answer::Errno(libc::EPERM));
+        return;
+    };
+    let call = match AsCaller::enter(&creds) {
+        Ok(_as_caller) => call::decode(&task, &creds, notif.data.nr as i64, notif.data.args),
+        Err(e) => {
+            log::warn!("seccomp: cannot act as pid {}: {e}; refusing", notif.pid);
+            Call::Fail(libc::EPERM)
+        }
+    };
+    // Everything read above is only trustworthy if the caller still waits:
+    // otherwise its pid may now name another task.
+    if !listener::id_valid(shared.listener.as_raw_fd(), id) {
+        return;
+    }
+    match call {
+        Call::Pass => shared.answer(id, Answer::Continue),
+        Call::Fail(errno) => shared.answer(id, Answer::Errno(errno)),
+        Call::Guarded { action, op } => {
+            let verdict = shared.policy.evaluate(&action);
+            match verdict.decision {
+                Decision::Allow | Decision::Log => {
+                    if verdict.decision == Decision::Log {
+                        log::info!("seccomp: {action} (rule {})", verdict.rule);
+                    }
+                    if op.may_block() {
+                        let (shared, notif) = (shared.clone(), *notif);
+                        std::thread::spawn(move || {
+                            let _ = creds::detach_fs_struct();
+                            perform(&shared, &notif, &creds, op, attempt)
+                        });
+                    } else {
+                        perform(shared, notif, &creds, op, attempt);
+                    }
+                }
+                Decision::Deny => refuse(shared, id, &task, &creds, &action, &verdict, false),
+                Decision::Kill => refuse(shared, id, &task, &creds, &action, &verdict, true),
+                Decision::Ask | Decision::Freeze => {
+                    shared.counters.held.fetch_add(1, Ordering::Relaxed);
+                    let (shared, notif) = (shared.clone(), *notif);
+                    std::thread::spawn(move || {
+                        let _ = creds::detach_fs_struct();
+                        hold(&shared, &notif, creds, action, op, verdict)
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Carries out an allowed call as the caller and answers with its result.
+fn perform(shared: &Arc<Shared>, notif: &seccomp_notif, creds: &Creds, op: Op, attempt: u32) {
+    let id = notif.id;
+    // Never act for a caller that is gone (killed while held, for example).
+    if !listener::id_valid(shared.listener.as_raw_fd(), id) {
+        return;
+    }
+    let outcome = match AsCaller::enter(creds) {
+        Ok(_as_caller) => op.perform(),
+        Err(e) => {
+            log::warn!("seccomp: cannot act as pid {}: {e}; refusing", notif.pid);
+            Outcome::Errno(libc::EPERM)
+        }
+    };
+    shared.counters.allowed.fetch_add(1, Ordering::Relaxed);
+    match outcome {
+        Outcome::Value(v) => shared.answer(id, Answer::Value(v)),
+        Outcome::Errno(e) => shared.answer(id, Answer::Errno(e)),
+        Outcome::Continue => shared.answer(id, Answer::Continue),
+        Outcome::Fd { fd, cloexec } => {
+            match listener::send_fd_answer(shared.listener.as_raw_fd(), id, fd.as_raw_fd(), cloexec) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => {
+                    // Kernels before 5.14 cannot install the fd: fail closed.
+                    log::warn!("seccomp: SECCOMP_IOCTL_NOTIF_ADDFD: {e}; refusing the open");
+                    shared.answer(id, Answer::Errno(libc::EPERM));
+                }
+            }
+        }
+        Outcome::Retry if attempt < 3 => {
+            shared.counters.allowed.fetch_sub(1, Ordering::Relaxed);
+            handle(shared, notif, attempt + 1)
+        }
+        Outcome::Retry => shared.answer(id, Answer::Errno(libc::EAGAIN)),
+    }
+}
+
+/// Refuses a call (and kills the caller for `kill`), telling it why on stderr.
+fn refuse(
+    shared: &Shared,
+    id: u64,
+    task: &Task,
+    creds: &Creds,
+    action: &Action,
+    verdict: &Verdict,
+    kill: bool,
+) {
+    shared.counters.denied.fetch_add(1, Ordering::Relaxed);
+    task.tell(
+        creds.tgid,
+        &format!("guard: denied {action} (rule {})\n", verdict.rule),
+    );
+    if kill {
+        // SAFETY: signal to the caller's thread group, which is waiting in the kernel.
+        unsafe { libc::kill(creds.tgid as i32, libc::SIGKILL) };
+    }
+    shared.answer(id, Answer::Errno(libc::EPERM));
+}
+
+/// Keeps the caller asleep in the kernel while a person decides.
+fn hold(
+    shared: &Arc<Shared>,
+    notif: &seccomp_notif,
+    creds: Creds,
+    action: Action,
+    op: Op,
+    verdict: Verdict,
+) {
+    let task = Task { tid: notif.pid };
+    let freeze = verdict.decision == Decision::Freeze;
+    if freeze && let Some(cg) = &shared.cgroup {
+        // The caller sleeps killably, so freezing the cgroup stops everyone
+        // else in the session without restarting the held call (5.19+).
+        if let Err(e) = cg.set_frozen(true) {
+            log::warn!("seccomp: freezing the session: {e:#}");
+        }
+    }
+    task.tell(
+        creds.tgid,
+        &format!(
+            "guard: holding {action} (rule {}) until a person approves: {}\n",
+            verdict.rule, verdict.reason
+        ),
+    );
+    let request = HoldRequest {
+        session: shared.session.clone(),
+        pid: creds.tgid,
+        action: action.clone(),
+        verdict: verdict.clone(),
+        backend: "seccomp",
+    };
+    let resolution = shared.broker.ask(
+        request,
+        shared.policy.ask_timeout(),
+        shared.policy.timeout_decision(),
+    );
+    if freeze && let Some(cg) = &shared.cgroup {
+        let _ = cg.set_frozen(false);
+    }
+    let decided = match &resolution {
+        Resolution::Approved { .. } => Decision::Allow,
+        Resolution::Denied { .. } => Decision::Deny,
+        Resolution::Killed { .. } => Decision::Kill,
+        Resolution::TimedOut { decision } => *decision,
+    };
+    let timed_out = matches!(resolution, Resolution::TimedOut { .. });
+    match decided {
+        Decision::Allow | Decision::Log => perform(shared, notif, &creds, op, 0),
+        Decision::Kill => refuse(shared, notif.id, &task, &creds, &action, &verdict, true),
+        _ => {
+            let verdict = if timed_out {
+                Verdict {
+                    reason: format!(
+                        "nobody answered within {:?}",
+                        shared.policy.ask_timeout().max(Duration::ZERO)
+                    ),
+                    ..verdict
+                }
+            } else {
+                verdict
+            };
+            refuse(shared, notif.id, &task, &creds, &action, &verdict, false)
+        }
+    }
+}

@@ -72,7 +72,10 @@ pub enum Outcome {
     Value(i64),
     Errno(i32),
     /// An fd to install in the caller as the syscall's result.
-    Fd { fd: OwnedFd, cloexec: bool },
+    Fd {
+        fd: OwnedFd,
+        cloexec: bool,
+    },
     Continue,
     /// The object changed between decoding and performing (a file appeared
     /// where none was): decode again.
@@ -134,7 +137,8 @@ impl Op {
             }
             Op::Open { target, flags } => {
                 let cloexec = flags & libc::O_CLOEXEC != 0;
-                let flags = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC);
+                let flags =
+                    flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC);
                 match reopen(&target, flags) {
                     Ok(fd) => Outcome::Fd { fd, cloexec },
                     Err(e) => Outcome::Errno(e),
@@ -147,7 +151,12 @@ impl Op {
                 mode,
             } => {
                 let cloexec = flags & libc::O_CLOEXEC != 0;
-                match task::openat(dir.as_raw_fd(), &name, (flags & !libc::O_CLOEXEC) | libc::O_EXCL, mode) {
+                match task::openat(
+                    dir.as_raw_fd(),
+                    &name,
+                    (flags & !libc::O_CLOEXEC) | libc::O_EXCL,
+                    mode,
+                ) {
                     Ok(fd) => Outcome::Fd { fd, cloexec },
                     Err(libc::EEXIST) if flags & libc::O_EXCL == 0 => Outcome::Retry,
                     Err(e) => Outcome::Errno(e),
@@ -155,9 +164,10 @@ impl Op {
             }
             Op::ConnectInet { sock, addr } => {
                 let (storage, len) = sockaddr(&addr);
-                result(unsafe {
-                    libc::connect(sock.as_raw_fd(), (&raw const storage).cast(), len)
-                } as i64)
+                result(
+                    unsafe { libc::connect(sock.as_raw_fd(), (&raw const storage).cast(), len) }
+                        as i64,
+                )
             }
             Op::ConnectUnix => Outcome::Continue,
         }
@@ -408,8 +418,8 @@ fn connect(t: &Task, creds: &Creds, fd: i32, addr: u64, len: u64) -> Result<Call
             } else if path.first() == Some(&b'/') {
                 PathBuf::from(task::os(path))
             } else {
-                let cwd = std::fs::read_link(format!("/proc/{}/cwd", t.tid))
-                    .map_err(|_| libc::ESRCH)?;
+                let cwd =
+                    std::fs::read_link(format!("/proc/{}/cwd", t.tid)).map_err(|_| libc::ESRCH)?;
                 cwd.join(OsStr::from_bytes(path))
             };
             Ok(Call::Guarded {
@@ -435,7 +445,12 @@ fn parse_inet(buf: &[u8]) -> Option<SocketAddr> {
             let flow = u32::from_be_bytes(buf[4..8].try_into().ok()?);
             let ip: [u8; 16] = buf[8..24].try_into().ok()?;
             let scope = u32::from_ne_bytes(buf[24..28].try_into().ok()?);
-            Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, flow, scope)))
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(ip),
+                port,
+                flow,
+                scope,
+            )))
         }
         _ => None,
     }

@@ -37,14 +37,22 @@ pub const REFUSED: &[(i64, i32, &str)] = &[
     // ENOSYS so io_uring users fall back to plain syscalls, which are filtered.
     (libc::SYS_io_uring_setup, libc::ENOSYS, "io_uring_setup"),
     (libc::SYS_io_uring_enter, libc::ENOSYS, "io_uring_enter"),
-    (libc::SYS_io_uring_register, libc::ENOSYS, "io_uring_register"),
+    (
+        libc::SYS_io_uring_register,
+        libc::ENOSYS,
+        "io_uring_register",
+    ),
     // open_how (and so O_TRUNC) lives in memory the filter cannot read; callers
     // fall back to openat on ENOSYS as they do on kernels before 5.6.
     (libc::SYS_openat2, libc::ENOSYS, "openat2"),
     // clone3 flags are in memory too (namespaces); glibc falls back to clone.
     (libc::SYS_clone3, libc::ENOSYS, "clone3"),
     (libc::SYS_ptrace, libc::EPERM, "ptrace"),
-    (libc::SYS_process_vm_writev, libc::EPERM, "process_vm_writev"),
+    (
+        libc::SYS_process_vm_writev,
+        libc::EPERM,
+        "process_vm_writev",
+    ),
     (libc::SYS_process_vm_readv, libc::EPERM, "process_vm_readv"),
     (libc::SYS_pidfd_getfd, libc::EPERM, "pidfd_getfd"),
     (libc::SYS_bpf, libc::EPERM, "bpf"),
@@ -65,8 +73,16 @@ pub const REFUSED: &[(i64, i32, &str)] = &[
     (libc::SYS_fsmount, libc::EPERM, "fsmount"),
     (libc::SYS_fspick, libc::EPERM, "fspick"),
     (libc::SYS_mount_setattr, libc::EPERM, "mount_setattr"),
-    (libc::SYS_name_to_handle_at, libc::EPERM, "name_to_handle_at"),
-    (libc::SYS_open_by_handle_at, libc::EPERM, "open_by_handle_at"),
+    (
+        libc::SYS_name_to_handle_at,
+        libc::EPERM,
+        "name_to_handle_at",
+    ),
+    (
+        libc::SYS_open_by_handle_at,
+        libc::EPERM,
+        "open_by_handle_at",
+    ),
 ];
 
 /// Namespaces that would change what a path names (mount) or unlock the rest (user).
@@ -156,7 +172,11 @@ pub fn session_program() -> Vec<sock_filter> {
     // unshare(flags) / clone(flags, ...): refuse new mount and user namespaces.
     p.push(Insn::BlockStart(NAMESPACES));
     p.push(Insn::Load(off_arg_low(0)));
-    p.push(Insn::JumpSet(REFUSED_NAMESPACES, Label::Eperm, Label::Allow));
+    p.push(Insn::JumpSet(
+        REFUSED_NAMESPACES,
+        Label::Eperm,
+        Label::Allow,
+    ));
     // seccomp(op, flags, args): a second listener would see (and could
     // continue) calls before guard does.
     p.push(Insn::BlockStart(SECCOMP));
@@ -250,9 +270,24 @@ fn assemble(mut program: Vec<Insn>) -> Vec<sock_filter> {
         };
         match insn {
             Insn::Load(off) => out.push(stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, *off)),
-            Insn::JumpEq(k, t, f) => out.push(jump(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, *k, *t, *f)),
-            Insn::JumpGe(k, t, f) => out.push(jump(libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K, *k, *t, *f)),
-            Insn::JumpSet(k, t, f) => out.push(jump(libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K, *k, *t, *f)),
+            Insn::JumpEq(k, t, f) => out.push(jump(
+                libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+                *k,
+                *t,
+                *f,
+            )),
+            Insn::JumpGe(k, t, f) => out.push(jump(
+                libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K,
+                *k,
+                *t,
+                *f,
+            )),
+            Insn::JumpSet(k, t, f) => out.push(jump(
+                libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K,
+                *k,
+                *t,
+                *f,
+            )),
             Insn::Ret(v) => out.push(stmt(libc::BPF_RET | libc::BPF_K, *v)),
             Insn::BlockStart(_) => {}
             Insn::ReturnTo(_) => unreachable!("rewritten above"),
@@ -318,7 +353,9 @@ pub fn evaluate(program: &[sock_filter], nr: i64, args: [u64; 6]) -> Option<Trea
                 return match k & 0xffff_0000 {
                     x if x == libc::SECCOMP_RET_ALLOW => None,
                     x if x == libc::SECCOMP_RET_USER_NOTIF => Some(Treatment::Notify),
-                    x if x == libc::SECCOMP_RET_ERRNO => Some(Treatment::Errno((k & 0xffff) as i32)),
+                    x if x == libc::SECCOMP_RET_ERRNO => {
+                        Some(Treatment::Errno((k & 0xffff) as i32))
+                    }
                     _ => None,
                 };
             }
@@ -342,11 +379,20 @@ mod tests {
         let trunc = (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) as u64;
         assert_eq!(treat(libc::SYS_openat, [0, 0, ro, 0, 0, 0]), None);
         assert_eq!(
-            treat(libc::SYS_openat, [0, 0, (libc::O_WRONLY | libc::O_APPEND) as u64, 0, 0, 0]),
+            treat(
+                libc::SYS_openat,
+                [0, 0, (libc::O_WRONLY | libc::O_APPEND) as u64, 0, 0, 0]
+            ),
             None
         );
-        assert_eq!(treat(libc::SYS_openat, [0, 0, trunc, 0, 0, 0]), Some(Treatment::Notify));
-        assert_eq!(treat(libc::SYS_open, [0, trunc, 0, 0, 0, 0]), Some(Treatment::Notify));
+        assert_eq!(
+            treat(libc::SYS_openat, [0, 0, trunc, 0, 0, 0]),
+            Some(Treatment::Notify)
+        );
+        assert_eq!(
+            treat(libc::SYS_open, [0, trunc, 0, 0, 0, 0]),
+            Some(Treatment::Notify)
+        );
         assert_eq!(treat(libc::SYS_open, [0, ro, 0, 0, 0, 0]), None);
         // openat's flags are argument 2: O_TRUNC in argument 1 must not matter.
         assert_eq!(treat(libc::SYS_openat, [0, trunc, ro, 0, 0, 0]), None);
@@ -362,17 +408,32 @@ mod tests {
             assert_eq!(treat(nr, [0; 6]), Some(Treatment::Errno(errno)), "{name}");
         }
         assert_eq!(
-            treat(libc::SYS_unshare, [libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0]),
+            treat(
+                libc::SYS_unshare,
+                [libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0]
+            ),
             Some(Treatment::Errno(libc::EPERM))
         );
-        assert_eq!(treat(libc::SYS_unshare, [libc::CLONE_FS as u64, 0, 0, 0, 0, 0]), None);
         assert_eq!(
-            treat(libc::SYS_clone, [(libc::CLONE_NEWNS | libc::SIGCHLD) as u64, 0, 0, 0, 0, 0]),
+            treat(libc::SYS_unshare, [libc::CLONE_FS as u64, 0, 0, 0, 0, 0]),
+            None
+        );
+        assert_eq!(
+            treat(
+                libc::SYS_clone,
+                [(libc::CLONE_NEWNS | libc::SIGCHLD) as u64, 0, 0, 0, 0, 0]
+            ),
             Some(Treatment::Errno(libc::EPERM))
         );
-        assert_eq!(treat(libc::SYS_clone, [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]), None);
         assert_eq!(
-            treat(libc::SYS_seccomp, [1, libc::SECCOMP_FILTER_FLAG_NEW_LISTENER, 0, 0, 0, 0]),
+            treat(libc::SYS_clone, [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]),
+            None
+        );
+        assert_eq!(
+            treat(
+                libc::SYS_seccomp,
+                [1, libc::SECCOMP_FILTER_FLAG_NEW_LISTENER, 0, 0, 0, 0]
+            ),
             Some(Treatment::Errno(libc::EPERM))
         );
         assert_eq!(treat(libc::SYS_seccomp, [1, 0, 0, 0, 0, 0]), None);
@@ -380,7 +441,10 @@ mod tests {
             treat(libc::SYS_ioctl, [0, libc::TIOCSTI, 0, 0, 0, 0]),
             Some(Treatment::Errno(libc::EPERM))
         );
-        assert_eq!(treat(libc::SYS_ioctl, [0, libc::TIOCGWINSZ, 0, 0, 0, 0]), None);
+        assert_eq!(
+            treat(libc::SYS_ioctl, [0, libc::TIOCGWINSZ, 0, 0, 0, 0]),
+            None
+        );
         assert_eq!(
             treat(libc::SYS_unlink | X32_SYSCALL_BIT as i64, [0; 6]),
             Some(Treatment::Errno(libc::ENOSYS))

@@ -30,7 +30,11 @@ pub fn seccomp_notify_works() -> Result<(), String> {
                     libc::unlinkat(libc::AT_FDCWD, c"/nonexistent/guard-probe".as_ptr(), 0)
                 };
                 let errno = std::io::Error::last_os_error().raw_os_error();
-                if rc != 0 && errno == Some(PROBE_ERRNO) { 0 } else { 3 }
+                if rc != 0 && errno == Some(PROBE_ERRNO) {
+                    0
+                } else {
+                    3
+                }
             }
         };
         // SAFETY: leaving the forked child without running parent destructors.
@@ -49,7 +53,10 @@ pub fn seccomp_notify_works() -> Result<(), String> {
     result?;
     match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
         Some(0) => Ok(()),
-        Some(2) => Err("installing a filter with SECCOMP_FILTER_FLAG_NEW_LISTENER failed (kernel before 5.0?)".into()),
+        Some(2) => Err(
+            "installing a filter with SECCOMP_FILTER_FLAG_NEW_LISTENER failed (kernel before 5.0?)"
+                .into(),
+        ),
         Some(3) => Err("the notified call did not return guard's answer".into()),
         other => Err(format!("probe child ended unexpectedly ({other:?})")),
     }

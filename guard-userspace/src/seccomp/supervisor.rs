@@ -128,7 +128,10 @@ pub(super) fn run(shared: Arc<Shared>, stop: OwnedFd) {
             if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            log::error!("seccomp supervisor: poll: {}", std::io::Error::last_os_error());
+            log::error!(
+                "seccomp supervisor: poll: {}",
+                std::io::Error::last_os_error()
+            );
             return;
         }
         if fds[1].revents != 0 {
@@ -137,7 +140,10 @@ pub(super) fn run(shared: Arc<Shared>, stop: OwnedFd) {
         if fds[0].revents & libc::POLLIN != 0 {
             match listener::recv(shared.listener.as_raw_fd()) {
                 Ok(notif) => {
-                    shared.counters.notifications.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .counters
+                        .notifications
+                        .fetch_add(1, Ordering::Relaxed);
                     handle(&shared, &notif, 0);
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EINTR)) => {}
@@ -228,7 +234,8 @@ fn perform(shared: &Arc<Shared>, notif: &seccomp_notif, creds: &Creds, op: Op, a
         Outcome::Errno(e) => shared.answer(id, Answer::Errno(e)),
         Outcome::Continue => shared.answer(id, Answer::Continue),
         Outcome::Fd { fd, cloexec } => {
-            match listener::send_fd_answer(shared.listener.as_raw_fd(), id, fd.as_raw_fd(), cloexec) {
+            match listener::send_fd_answer(shared.listener.as_raw_fd(), id, fd.as_raw_fd(), cloexec)
+            {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                 Err(e) => {

@@ -44,7 +44,9 @@ impl Task {
             // Stop at page ends: the next page may be unmapped.
             let to_page_end = 4096 - (at % 4096) as usize;
             let want = to_page_end.min(PATH_MAX - out.len());
-            let n = self.read(at, &mut chunk[..want]).map_err(|_| libc::EFAULT)?;
+            let n = self
+                .read(at, &mut chunk[..want])
+                .map_err(|_| libc::EFAULT)?;
             if n == 0 {
                 return Err(libc::EFAULT);
             }
@@ -126,12 +128,32 @@ impl Task {
         }
     }
 
-    /// Writes one line to the caller's stderr (its fd 2, shared offset and all).
+    /// Writes one line to the caller's stderr without ever blocking guard: a
+    /// regular file is written through the caller's own open file (its offset
+    /// and O_APPEND); a pipe or terminal is reopened non-blocking, and the line
+    /// is dropped if the pipe is full. Sockets and closed fds get nothing.
     pub fn tell(&self, tgid: u32, line: &str) {
-        if let Ok(fd) = self.dup_fd(tgid, 2) {
-            let mut f = fs::File::from(fd);
-            let _ = io::Write::write_all(&mut f, line.as_bytes());
-        }
+        let Ok(fd) = self.dup_fd(tgid, 2) else {
+            return;
+        };
+        // SAFETY: fstat into a zeroed struct.
+        let regular = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            libc::fstat(fd.as_raw_fd(), &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG
+        };
+        let target = if regular {
+            fd
+        } else {
+            match open_path(
+                &format!("/proc/{}/fd/2", self.tid),
+                libc::O_WRONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
+            ) {
+                Ok(reopened) => reopened,
+                Err(_) => return,
+            }
+        };
+        let mut f = fs::File::from(target);
+        let _ = io::Write::write_all(&mut f, line.as_bytes());
     }
 }
 
@@ -169,7 +191,9 @@ fn parse_status(text: &str) -> Option<Creds> {
 }
 
 pub fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 /// open(2) with O_CLOEXEC; Err(errno).
@@ -198,8 +222,7 @@ pub fn openat(dir: RawFd, name: &[u8], flags: i32, mode: u32) -> Result<OwnedFd,
 
 /// The path an open fd names, as the kernel prints it in /proc/self/fd.
 pub fn fd_path(fd: RawFd) -> Result<PathBuf, i32> {
-    fs::read_link(format!("/proc/self/fd/{fd}"))
-        .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+    fs::read_link(format!("/proc/self/fd/{fd}")).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 /// The path of the caller's fd `fd` (for ftruncate), via /proc/TID/fd/N.
@@ -241,9 +264,15 @@ mod tests {
         let task = Task {
             tid: std::process::id(),
         };
-        assert_eq!(task.read_cstr(s.as_ptr() as u64).unwrap(), b"/tmp/some path");
+        assert_eq!(
+            task.read_cstr(s.as_ptr() as u64).unwrap(),
+            b"/tmp/some path"
+        );
         assert_eq!(task.read_cstr(0), Err(libc::EFAULT));
         let long = vec![b'a'; PATH_MAX + 10];
-        assert_eq!(task.read_cstr(long.as_ptr() as u64), Err(libc::ENAMETOOLONG));
+        assert_eq!(
+            task.read_cstr(long.as_ptr() as u64),
+            Err(libc::ENAMETOOLONG)
+        );
     }
 }

@@ -31,4 +31,10 @@ pub enum Command {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<OsString>,
     },
+    /// Report kernel support and the backend chosen for each action kind.
+    Doctor {
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }

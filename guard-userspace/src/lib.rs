@@ -4,9 +4,11 @@
 //! integration tests in `tests/` drive the same modules against a real kernel.
 
 pub mod action;
+pub mod backend;
 pub mod cgroup;
 pub mod cli;
 pub mod decision;
+pub mod doctor;
 pub mod events;
 pub mod holds;
 pub mod policy;

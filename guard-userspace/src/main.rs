@@ -1,7 +1,7 @@
 use clap::Parser as _;
 use guard::{
     cli::{Cli, Command},
-    session,
+    doctor, session,
 };
 
 fn main() {
@@ -29,6 +29,7 @@ fn main() {
                 }
             }
         }
+        Command::Doctor { json } => doctor::run(json),
     };
     std::process::exit(code);
 }

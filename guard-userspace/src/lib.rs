@@ -5,6 +5,7 @@
 
 pub mod action;
 pub mod backend;
+pub mod bounded;
 pub mod cgroup;
 pub mod cli;
 pub mod decision;

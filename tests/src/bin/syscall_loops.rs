@@ -92,6 +92,22 @@ fn connect_loop(n: u64, addr: &str) {
     let t = Instant::now();
     for _ in 0..n {
         let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        // Reset on close: thousands of TIME_WAIT sockets would exhaust
+        // ephemeral ports and make later connects slow.
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt on a live socket with a correctly sized value.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&s),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const linger).cast(),
+                std::mem::size_of::<libc::linger>() as u32,
+            );
+        }
         drop(s);
     }
     report("connect", n, t.elapsed());

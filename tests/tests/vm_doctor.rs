@@ -31,6 +31,7 @@ fn doctor_picks_lsm_when_bpf_lsm_is_active() {
     assert_eq!(d.adopted, Backend::Lsm);
     assert!(d.enable_bpf_lsm.is_none());
     let text = guard::doctor::render(&d);
+    eprintln!("{text}");
     assert!(text.contains("unlink      lsm"), "{text}");
     assert_eq!(guard::doctor::exit_code(&d), 0);
 }

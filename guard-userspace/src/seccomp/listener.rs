@@ -150,6 +150,21 @@ pub fn poll_in(fd: RawFd, timeout: Duration) -> io::Result<bool> {
     }
 }
 
+/// SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (6.6+): the kernel wakes the supervisor
+/// and the caller on the same CPU, which roughly halves the cost of a round
+/// trip. Older kernels refuse it (EINVAL); that only costs speed.
+pub fn prefer_sync_wakeup(listener: RawFd) -> bool {
+    const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+    // SAFETY: the ioctl takes the flags by value.
+    unsafe {
+        libc::ioctl(
+            listener,
+            libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+            SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+        ) == 0
+    }
+}
+
 /// SECCOMP_IOCTL_NOTIF_RECV. Err(ENOENT) means the caller died before we read it.
 pub fn recv(listener: RawFd) -> io::Result<seccomp_notif> {
     // SAFETY: the kernel requires a zeroed struct and fills it.

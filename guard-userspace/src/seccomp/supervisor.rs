@@ -68,6 +68,8 @@ pub(super) struct Shared {
     pub broker: Arc<HoldBroker>,
     pub session: String,
     pub cgroup: Option<Cgroup>,
+    /// Perform allowed calls in guard (false only in the race demonstration).
+    emulate: bool,
     counters: Counters,
 }
 
@@ -78,6 +80,7 @@ impl Shared {
         broker: Arc<HoldBroker>,
         session: String,
         cgroup: Option<Cgroup>,
+        emulate: bool,
     ) -> Arc<Self> {
         Arc::new(Self {
             listener,
@@ -85,6 +88,7 @@ impl Shared {
             broker,
             session,
             cgroup,
+            emulate,
             counters: Counters::default(),
         })
     }
@@ -222,6 +226,7 @@ fn perform(shared: &Arc<Shared>, notif: &seccomp_notif, creds: &Creds, op: Op, a
         return;
     }
     let outcome = match AsCaller::enter(creds) {
+        Ok(_) if !shared.emulate => Outcome::Continue,
         Ok(_as_caller) => op.perform(),
         Err(e) => {
             log::warn!("seccomp: cannot act as pid {}: {e}; refusing", notif.pid);

@@ -6,6 +6,8 @@
 //!   open N FILE         open(O_RDONLY) and close FILE N times
 //!   open-trunc N FILE   open(O_WRONLY|O_TRUNC) and close FILE N times
 //!   connect N ADDR      connect a TCP socket to ADDR (ip:port) N times
+//!   connect-each ADDR.. connect once to each ADDR in turn, print `ok ADDR` or
+//!                       `err ADDR <error>`; exit 1 if any failed
 //!   escapes             try each refused syscall, print name=errno
 //!   race-unlink FREE PROT SECONDS
 //!                       one thread unlinks a path buffer while another keeps
@@ -34,6 +36,7 @@ fn main() {
             libc::O_WRONLY | libc::O_TRUNC,
         ),
         "connect" => connect_loop(arg(1).parse().expect("N"), arg(2)),
+        "connect-each" => connect_each(&args[1..]),
         "escapes" => escapes(),
         "race-unlink" => race_unlink(arg(1), arg(2), arg(3).parse().expect("SECONDS")),
         other => panic!("unknown mode {other:?}"),
@@ -111,6 +114,21 @@ fn connect_loop(n: u64, addr: &str) {
         drop(s);
     }
     report("connect", n, t.elapsed());
+}
+
+fn connect_each(addrs: &[String]) {
+    let mut failed = false;
+    for addr in addrs {
+        let parsed: SocketAddr = addr.parse().expect("ADDR as ip:port");
+        match TcpStream::connect(parsed) {
+            Ok(_) => println!("ok {addr}"),
+            Err(e) => {
+                println!("err {addr} {e}");
+                failed = true;
+            }
+        }
+    }
+    std::process::exit(i32::from(failed));
 }
 
 fn errno_name(e: i32) -> String {

@@ -104,7 +104,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         vec![Mode::Bare, Mode::Seccomp]
     };
 
-    let listener = TcpListener::bind("127.0.0.1:0").context("binding the connect target")?;
+    let listener = listen_deep("127.0.0.1:0".parse()?).context("binding the connect target")?;
     let target = listener.local_addr()?.to_string();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
@@ -114,6 +114,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let file = scratch.join("loop/read-me");
     std::fs::write(&file, b"bench")?;
     let n = args.calls.to_string();
+    // Opens are cheap: more of them for a stable figure.
+    let n_open = (args.calls * 10).to_string();
     let loop_dir = scratch.join("loop").display().to_string();
     let file_s = file.display().to_string();
     let loops = tools.loops.display().to_string();
@@ -136,7 +138,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     println!("{header}");
     let cases: [(&str, Vec<&str>); 4] = [
         ("unlink (ns/call)", vec![&loops, "unlink", &n, &loop_dir]),
-        ("open O_RDONLY (ns/call)", vec![&loops, "open", &n, &file_s]),
+        ("open O_RDONLY (ns/call)", vec![&loops, "open", &n_open, &file_s]),
         (
             "open O_TRUNC (ns/call)",
             vec![&loops, "open-trunc", &n, &file_s],
@@ -197,6 +199,41 @@ fn loop_ns(tools: &Tools, mode: Mode, argv: &[&str]) -> anyhow::Result<f64> {
         .nth(1)
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("unexpected loop output {text:?}"))
+}
+
+/// A listener with a deep accept queue: std's backlog of 128 overflows in a
+/// tight connect loop, and each dropped SYN costs the client a 1 s retransmit.
+fn listen_deep(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    use std::os::fd::FromRawFd as _;
+    let std::net::SocketAddr::V4(v4) = addr else {
+        bail!("IPv4 only");
+    };
+    // SAFETY: plain socket calls; the fd is owned by the returned listener.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            bail!("socket: {}", std::io::Error::last_os_error());
+        }
+        let listener = TcpListener::from_raw_fd(fd);
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(v4.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        if libc::bind(
+            fd,
+            (&raw const sin).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        ) != 0
+            || libc::listen(fd, 4096) != 0
+        {
+            bail!("bind/listen: {}", std::io::Error::last_os_error());
+        }
+        Ok(listener)
+    }
 }
 
 fn print_row(name: &str, figures: &[f64], unit: &str) {

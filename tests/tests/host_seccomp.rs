@@ -67,6 +67,12 @@ impl Guarded {
     }
 
     fn start_with(tag: &str, policy: Policy, argv: &[&str], emulate: bool) -> Self {
+        Self::launch(tag, policy, argv, emulate, None)
+    }
+
+    /// `uid`: run as this user (std switches ids before the pre_exec steps, so
+    /// the cgroup move, which needs root, is left out then).
+    fn launch(tag: &str, policy: Policy, argv: &[&str], emulate: bool, uid: Option<u32>) -> Self {
         require_root();
         let cg = TestCgroup::new(&format!("seccomp-{tag}"));
         let mut command = Command::new(argv[0]);
@@ -74,9 +80,14 @@ impl Guarded {
             .args(&argv[1..])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let procs = cg.cgroup.path().join("cgroup.procs");
-        // SAFETY: one file write between fork and exec.
-        unsafe { command.pre_exec(move || fs::write(&procs, b"0")) };
+        if let Some(uid) = uid {
+            // std also drops supplementary groups when root switches uid.
+            command.uid(uid).gid(uid);
+        } else {
+            let procs = cg.cgroup.path().join("cgroup.procs");
+            // SAFETY: one file write between fork and exec.
+            unsafe { command.pre_exec(move || fs::write(&procs, b"0")) };
+        }
         let mut pending = SessionFilter::prepare(&mut command).expect("preparing the filter");
         if !emulate {
             pending = pending.continue_allowed_calls_racily();
@@ -452,6 +463,53 @@ fn truncate_command_through_ftruncate_and_symlink_holds() {
     let (code, _, _) = g.resolve_and_finish(&hold, deny());
     assert_ne!(code, 0);
     assert_eq!(fs::read(tree.p("protected/file")).unwrap(), b"precious");
+}
+
+/// guard performs allowed calls itself, as root: it must do so with the
+/// caller's identity, or the seccomp backend would hand an unprivileged agent
+/// root's permissions. An agent running as nobody may not remove a root-owned
+/// file in a root-owned directory, may remove its own, and creates files
+/// owned by nobody with its own umask.
+#[test]
+fn emulated_calls_keep_the_callers_permissions() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    const NOBODY: u32 = 65534;
+    let tree = Tree::new("creds");
+    fs::set_permissions(&tree.root, fs::Permissions::from_mode(0o755)).unwrap();
+    let locked = tree.p("locked");
+    fs::create_dir(&locked).unwrap();
+    fs::write(locked.join("root-file"), b"root's").unwrap();
+    let open = tree.p("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::chown(&open, Some(NOBODY), Some(NOBODY)).unwrap();
+    fs::write(open.join("own"), b"x").unwrap();
+    std::os::unix::fs::chown(open.join("own"), Some(NOBODY), Some(NOBODY)).unwrap();
+    let script = "rm -f \"$1/root-file\"; echo \"locked $?\"; rm \"$2/own\"; echo \"own $?\"; \
+                  umask 077; echo new > \"$2/new\"; echo \"new $?\"";
+    let g = Guarded::launch(
+        "creds",
+        Policy::embedded_default(),
+        &["/bin/sh", "-c", script, "sh", s(&locked), s(&open)],
+        true,
+        Some(NOBODY),
+    );
+    let (_, out, err, stats) = g.finish_with_stats();
+    assert!(
+        out.contains("locked 1"),
+        "nobody removed a root file: {out:?} {err:?}"
+    );
+    assert!(err.contains("Permission denied"), "{err:?}");
+    assert!(locked.join("root-file").exists());
+    assert!(
+        out.contains("own 0") && !open.join("own").exists(),
+        "{out:?} {err:?}"
+    );
+    assert!(out.contains("new 0"), "{out:?} {err:?}");
+    let meta = fs::metadata(open.join("new")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (NOBODY, NOBODY));
+    assert_eq!(meta.mode() & 0o777, 0o600, "the caller's umask 077 applies");
+    assert!(stats.notifications >= 3, "{stats:?}");
 }
 
 /// Binds `ip:port`, or an ephemeral port on `ip` if another test holds it.

@@ -138,7 +138,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     println!("{header}");
     let cases: [(&str, Vec<&str>); 4] = [
         ("unlink (ns/call)", vec![&loops, "unlink", &n, &loop_dir]),
-        ("open O_RDONLY (ns/call)", vec![&loops, "open", &n_open, &file_s]),
+        (
+            "open O_RDONLY (ns/call)",
+            vec![&loops, "open", &n_open, &file_s],
+        ),
         (
             "open O_TRUNC (ns/call)",
             vec![&loops, "open-trunc", &n, &file_s],

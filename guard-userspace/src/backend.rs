@@ -121,6 +121,7 @@ impl Detection {
 
 pub const BPF_LSM: &str = "bpf_lsm";
 pub const SECCOMP_NOTIFY: &str = "seccomp_user_notification";
+pub const BOUNDED_TRACEPOINT: &str = "bounded_tracepoint";
 
 /// Probes the running kernel. Needs root for the BPF probes; without it they
 /// report the permission error.
@@ -184,11 +185,16 @@ pub fn detect() -> Detection {
         },
         "events cannot reach guard: guard cannot run",
     ));
-    let (exec, lsm) = probe_programs();
+    let (exec, lsm, bounded) = probe_programs();
     features.push(Feature::new(
         "exec_tracepoint",
         exec.map(|()| Some("sched/sched_process_exec attached".into())),
         "execs are not seen or stopped",
+    ));
+    features.push(Feature::new(
+        BOUNDED_TRACEPOINT,
+        bounded.map(|()| Some("raw_syscalls/sys_enter attached".into())),
+        "adopted processes are not stopped after a destructive call (no bounded mode)",
     ));
     features.push(Feature::new(
         BPF_LSM,
@@ -210,7 +216,7 @@ pub fn detect() -> Detection {
         Backend::Lsm
     } else if has(SECCOMP_NOTIFY) {
         Backend::Seccomp
-    } else if has("raw_tracepoint") {
+    } else if has(BOUNDED_TRACEPOINT) {
         Backend::Bounded
     } else {
         Backend::None
@@ -241,7 +247,7 @@ pub fn detect() -> Detection {
     .collect();
     let adopted = if has(BPF_LSM) {
         Backend::Lsm
-    } else if has("raw_tracepoint") {
+    } else if has(BOUNDED_TRACEPOINT) {
         Backend::Bounded
     } else {
         Backend::None
@@ -287,16 +293,18 @@ fn kernel_release() -> String {
     }
 }
 
-/// Loads the exec tracepoint and the LSM probe; for the LSM, also checks that
-/// an attached program really runs: a child in a probe cgroup whose session
-/// says "deny unlink" must get EPERM.
-fn probe_programs() -> (Result<(), String>, Result<(), String>) {
+type Probed = Result<(), String>;
+
+/// Loads the exec tracepoint, the bounded-mode raw tracepoint and the LSM
+/// probe; for the LSM, also checks that an attached program really runs: a
+/// child in a probe cgroup whose session says "deny unlink" must get EPERM.
+fn probe_programs() -> (Probed, Probed, Probed) {
     let name = format!("doctor-{}", std::process::id());
     let cg = match Cgroup::create(&name) {
         Ok(cg) => cg,
         Err(e) => {
             let e = format!("creating a probe cgroup: {e:#}");
-            return (Err(e.clone()), Err(e));
+            return (Err(e.clone()), Err(e.clone()), Err(e));
         }
     };
     let result = probe_in(&cg);
@@ -304,21 +312,24 @@ fn probe_programs() -> (Result<(), String>, Result<(), String>) {
     result
 }
 
-fn probe_in(cg: &Cgroup) -> (Result<(), String>, Result<(), String>) {
+fn probe_in(cg: &Cgroup) -> (Probed, Probed, Probed) {
+    let all = |e: String| (Err(e.clone()), Err(e.clone()), Err(e));
     let depth = match cg.depth() {
         Ok(d) => d,
-        Err(e) => return (Err(format!("{e:#}")), Err(format!("{e:#}"))),
+        Err(e) => return all(format!("{e:#}")),
     };
-    let mut set = match ProgramSet::load(depth, &[Probe::Exec, Probe::LsmUnlink]) {
+    let probes = [Probe::Exec, Probe::LsmUnlink, Probe::Bounded];
+    let mut set = match ProgramSet::load(depth, &probes) {
         Ok(set) => set,
-        Err(e) => return (Err(format!("{e:#}")), Err(format!("{e:#}"))),
+        Err(e) => return all(format!("{e:#}")),
     };
     let exec = set.require(Probe::Exec).map_err(|e| format!("{e:#}"));
+    let bounded = set.require(Probe::Bounded).map_err(|e| format!("{e:#}"));
     let lsm = match set.require(Probe::LsmUnlink) {
         Err(e) => Err(format!("{e:#}")),
         Ok(()) => lsm_enforces(&mut set, cg),
     };
-    (exec, lsm)
+    (exec, lsm, bounded)
 }
 
 fn lsm_enforces(set: &mut ProgramSet, cg: &Cgroup) -> Result<(), String> {

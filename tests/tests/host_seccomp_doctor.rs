@@ -36,6 +36,7 @@ fn detection_matches_an_independent_lsm_attach_and_picks_seccomp_without_it() {
         "seccomp user notification works on every supported kernel: {d:#?}"
     );
     assert!(d.feature("cgroup2") && d.feature("ring_buffer") && d.feature("exec_tracepoint"));
+    assert!(d.feature(backend::BOUNDED_TRACEPOINT), "{d:#?}");
     assert_eq!(d.backend_for(ActionKind::Exec), Backend::ExecStop);
     let expected = if d.feature(BPF_LSM) {
         Backend::Lsm

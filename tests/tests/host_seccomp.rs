@@ -18,7 +18,7 @@ use guard::{
     action::{Action, Endpoint},
     holds::{GrantScope, Hold, HoldBroker, Resolution},
     policy::Policy,
-    seccomp::{SessionFilter, SupervisorHandle, SupervisorStats},
+    seccomp::{SessionFilter, SupervisorHandle, SupervisorStats, spawn_supervised},
 };
 use guard_tests::{TestCgroup, require_root};
 
@@ -80,9 +80,27 @@ impl Guarded {
             .args(&argv[1..])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        let broker = HoldBroker::new();
+        let session = format!("test-{tag}");
         if let Some(uid) = uid {
             // std also drops supplementary groups when root switches uid.
             command.uid(uid).gid(uid);
+        } else if emulate {
+            // The entry point `guard session` uses: cgroup move, filter, spawn, supervisor.
+            let (child, supervisor) = spawn_supervised(
+                &mut command,
+                &cg.cgroup,
+                Arc::new(policy),
+                broker.clone(),
+                session,
+            )
+            .expect("spawning under the seccomp backend");
+            return Self {
+                child,
+                broker,
+                supervisor,
+                _cg: cg,
+            };
         } else {
             let procs = cg.cgroup.path().join("cgroup.procs");
             // SAFETY: one file write between fork and exec.
@@ -95,10 +113,9 @@ impl Guarded {
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {argv:?}: {e}"));
-        let broker = HoldBroker::new();
         let supervisor = pending
             .with_cgroup(cg.cgroup.clone())
-            .start(Arc::new(policy), broker.clone(), format!("test-{tag}"))
+            .start(Arc::new(policy), broker.clone(), session)
             .expect("starting the supervisor");
         Self {
             child,

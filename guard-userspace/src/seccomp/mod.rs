@@ -11,14 +11,20 @@
 //! ```no_run
 //! # use std::{process::Command, sync::Arc};
 //! # use guard::{seccomp::SessionFilter, policy::Policy, holds::HoldBroker};
+//! # let cgroup = guard::cgroup::Cgroup::create("session-x").unwrap();
 //! let mut command = Command::new("agent");
-//! // ... register the cgroup move with pre_exec first ...
-//! let pending = SessionFilter::prepare(&mut command).unwrap();
-//! let child = command.spawn().unwrap();
-//! let supervisor = pending
-//!     .start(Arc::new(Policy::embedded_default()), HoldBroker::new(), "s1".into())
-//!     .unwrap();
+//! let (child, supervisor) = guard::seccomp::spawn_supervised(
+//!     &mut command,
+//!     &cgroup,
+//!     Arc::new(Policy::embedded_default()),
+//!     HoldBroker::new(),
+//!     "s1".into(),
+//! )
+//! .unwrap();
 //! ```
+//!
+//! Or in two steps, when the caller registers its own cgroup move:
+//! [`SessionFilter::prepare`] before spawn, [`PendingSupervisor::start`] after.
 //!
 //! If the supervisor dies (guard crashes or is killed), the kernel fails every
 //! pending and future notified call with ENOSYS: the session fails closed.
@@ -73,6 +79,42 @@ impl SessionFilter {
             emulate: true,
         })
     }
+}
+
+/// The whole launch for `guard session`: moves the child into `cgroup`, then
+/// installs the filter (in that order, before exec), spawns it and starts the
+/// supervisor. Stop the returned handle after the session's processes are gone.
+pub fn spawn_supervised(
+    command: &mut Command,
+    cgroup: &Cgroup,
+    policy: Arc<Policy>,
+    broker: Arc<HoldBroker>,
+    session: String,
+) -> anyhow::Result<(std::process::Child, SupervisorHandle)> {
+    let procs = cgroup.path().join("cgroup.procs");
+    // SAFETY: one write to a cgroup file between fork and exec; the path was
+    // allocated before fork.
+    unsafe { command.pre_exec(move || std::fs::write(&procs, b"0")) };
+    let pending = SessionFilter::prepare(command)?;
+    let child = command.spawn().with_context(|| {
+        format!(
+            "starting {:?} under the seccomp backend (cgroup move, then filter)",
+            command.get_program()
+        )
+    })?;
+    let supervisor = match pending
+        .with_cgroup(cgroup.clone())
+        .start(policy, broker, session)
+    {
+        Ok(s) => s,
+        Err(e) => {
+            // Without a supervisor every watched call would fail: do not leave it running.
+            // SAFETY: signal to the child we just spawned.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            return Err(e);
+        }
+    };
+    Ok((child, supervisor))
 }
 
 /// A filter registered on a command, waiting for the child to send its listener.

@@ -529,6 +529,35 @@ fn emulated_calls_keep_the_callers_permissions() {
     assert!(stats.notifications >= 3, "{stats:?}");
 }
 
+/// Emulated opens keep open(2)'s rules: O_EXCL on an existing file is EEXIST
+/// (never a truncation), and creating through a dangling symlink still works.
+#[test]
+fn emulated_opens_keep_excl_and_symlink_semantics() {
+    let tree = Tree::new("excl");
+    let file = tree.p("protected/file");
+    let dangling = tree.p("free/dangling");
+    std::os::unix::fs::symlink(tree.p("free/target"), &dangling).unwrap();
+    let g = Guarded::start(
+        "excl",
+        policy_for(&tree),
+        &[
+            "/bin/sh",
+            "-c",
+            "\"$0\" open-excl-trunc \"$1\"; echo created > \"$2\"; echo \"link $?\"",
+            LOOPS,
+            s(&file),
+            s(&dangling),
+        ],
+    );
+    let broker = g.broker.clone();
+    let (_, out, err) = g.finish();
+    assert!(out.starts_with("err File exists"), "{out:?} {err:?}");
+    assert!(out.contains("link 0"), "{out:?} {err:?}");
+    assert!(broker.pending().is_empty());
+    assert_eq!(fs::read(&file).unwrap(), b"precious");
+    assert_eq!(fs::read(tree.p("free/target")).unwrap(), b"created\n");
+}
+
 /// Binds `ip:port`, or an ephemeral port on `ip` if another test holds it.
 fn listen(ip: &str, port: u16) -> TcpListener {
     TcpListener::bind((ip, port))

@@ -350,6 +350,9 @@ fn open(t: &Task, dirfd: i32, addr: u64, flags: i32, mode: u32) -> Result<Call, 
         0
     };
     match task::openat(r.dir.as_raw_fd(), &r.name, libc::O_PATH | follow, 0) {
+        Ok(_) if flags & (libc::O_CREAT | libc::O_EXCL) == libc::O_CREAT | libc::O_EXCL => {
+            Err(libc::EEXIST)
+        }
         Ok(target) => {
             if !is_regular(target.as_raw_fd()) {
                 // O_TRUNC does nothing to fifos, devices and sockets.
@@ -360,6 +363,20 @@ fn open(t: &Task, dirfd: i32, addr: u64, flags: i32, mode: u32) -> Result<Call, 
                 action: Action::Truncate { path },
                 op: Op::Open { target, flags },
             })
+        }
+        // A dangling symlink: the kernel would create its target. Nothing
+        // exists to lose; let it (residual race: docs/limitations.md).
+        Err(libc::ENOENT)
+            if flags & libc::O_CREAT != 0
+                && task::openat(
+                    r.dir.as_raw_fd(),
+                    &r.name,
+                    libc::O_PATH | libc::O_NOFOLLOW,
+                    0,
+                )
+                .is_ok() =>
+        {
+            Ok(Call::Pass)
         }
         // A new file: nothing to lose, and O_EXCL keeps it that way.
         Err(libc::ENOENT) if flags & libc::O_CREAT != 0 => {

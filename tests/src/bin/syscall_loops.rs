@@ -8,6 +8,7 @@
 //!   connect N ADDR      connect a TCP socket to ADDR (ip:port) N times
 //!   connect-each ADDR.. connect once to each ADDR in turn, print `ok ADDR` or
 //!                       `err ADDR <error>`; exit 1 if any failed
+//!   open-excl-trunc P   open(P, O_WRONLY|O_CREAT|O_EXCL|O_TRUNC), print ok or the error
 //!   escapes             try each refused syscall, print name=errno
 //!   race-unlink FREE PROT SECONDS
 //!                       one thread unlinks a path buffer while another keeps
@@ -37,6 +38,16 @@ fn main() {
         ),
         "connect" => connect_loop(arg(1).parse().expect("N"), arg(2)),
         "connect-each" => connect_each(&args[1..]),
+        "open-excl-trunc" => {
+            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC;
+            match CString::new(arg(1)).map(|p| {
+                // SAFETY: NUL-terminated path.
+                unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC, 0o644) }
+            }) {
+                Ok(fd) if fd >= 0 => println!("ok"),
+                _ => println!("err {}", std::io::Error::last_os_error()),
+            }
+        }
         "escapes" => escapes(),
         "race-unlink" => race_unlink(arg(1), arg(2), arg(3).parse().expect("SECONDS")),
         other => panic!("unknown mode {other:?}"),

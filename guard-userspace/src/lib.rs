@@ -4,15 +4,26 @@
 //! integration tests in `tests/` drive the same modules against a real kernel.
 
 pub mod action;
+pub mod ancestry;
+pub mod api;
+pub mod audit;
 pub mod backend;
 pub mod bounded;
 pub mod cgroup;
 pub mod cli;
+pub mod cmd;
+pub mod controller;
 pub mod decision;
 pub mod doctor;
 pub mod events;
+pub mod freeze;
+pub mod grants;
 pub mod holds;
+pub mod notice;
 pub mod policy;
 pub mod programs;
 pub mod seccomp;
 pub mod session;
+pub mod signal_relay;
+pub mod terminal;
+pub mod users;

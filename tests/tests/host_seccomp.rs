@@ -267,7 +267,7 @@ fn rm_of_a_protected_file_holds_then_approve_removes_it() {
     let hold = g.expect_hold();
     assert_eq!(hold.request.action, Action::Unlink { path: file.clone() });
     assert_eq!(hold.request.backend, "seccomp");
-    assert_eq!(hold.request.verdict.rule, "file.protected");
+    assert_eq!(hold.request.verdict.rule, "files.protected");
     g.assert_still_running();
     assert!(file.exists(), "a held unlink must not have run");
     let (code, out, err) = g.resolve_and_finish(&hold, approve());
@@ -300,7 +300,7 @@ fn rm_of_a_protected_file_denied_keeps_it_and_tells_the_agent() {
     assert!(out.contains("rm exit 1"), "stdout {out:?}");
     assert!(err.contains("Operation not permitted"), "stderr {err:?}");
     let line = format!(
-        "guard: denied unlink {} (rule file.protected)",
+        "guard: denied unlink {} (rule files.protected)",
         file.display()
     );
     assert!(err.contains(&line), "stderr {err:?} lacks {line:?}");
@@ -571,7 +571,13 @@ fn connect_to_a_protected_endpoint_holds_and_other_endpoints_do_not() {
     let dev = listen("127.0.0.1", 8080);
     let prod_addr: SocketAddr = prod.local_addr().unwrap();
     let dev_addr = dev.local_addr().unwrap();
-    let policy = Policy::embedded_default().with_protected_endpoint(prod_addr);
+    // The production database: a network rule for exactly this address and port.
+    let yaml = format!(
+        "version: 1\nextends: default\nnetwork:\n  - id: net.test-prod\n    cidrs: [{}/32]\n    ports: [{}]\n    decision: ask\n",
+        prod_addr.ip(),
+        prod_addr.port()
+    );
+    let policy = Policy::from_yaml(&yaml, "test-connect.yaml").expect("test policy parses");
     let run = |resolution: Resolution| {
         let mut g = Guarded::start(
             "connect",

@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask test`, `cargo xtask vm-test`, `cargo xtask bench`.
 
 mod bench;
+mod fuzz;
 mod test;
 mod vm;
 

@@ -19,6 +19,7 @@ use crate::{
     cgroup::Cgroup,
     decision::{Decision, Verdict},
     holds::{HoldBroker, HoldRequest, Resolution},
+    notice,
     policy::Policy,
 };
 
@@ -95,6 +96,16 @@ impl Shared {
 
     pub fn stats(&self) -> SupervisorStats {
         self.counters.snapshot()
+    }
+
+    fn request(&self, creds: &Creds, action: &Action, verdict: &Verdict) -> HoldRequest {
+        HoldRequest {
+            session: self.session.clone(),
+            pid: creds.tgid,
+            action: action.clone(),
+            verdict: verdict.clone(),
+            backend: "seccomp",
+        }
     }
 
     fn answer(&self, id: u64, answer: Answer) {
@@ -191,7 +202,9 @@ fn handle(shared: &Arc<Shared>, notif: &seccomp_notif, attempt: u32) {
             match verdict.decision {
                 Decision::Allow | Decision::Log => {
                     if verdict.decision == Decision::Log {
-                        log::info!("seccomp: {action} (rule {})", verdict.rule);
+                        shared
+                            .broker
+                            .report(shared.request(&creds, &action, &verdict));
                     }
                     if op.may_block() {
                         let (shared, notif) = (shared.clone(), *notif);
@@ -203,8 +216,17 @@ fn handle(shared: &Arc<Shared>, notif: &seccomp_notif, attempt: u32) {
                         perform(shared, notif, &creds, op, attempt);
                     }
                 }
-                Decision::Deny => refuse(shared, id, &task, &creds, &action, &verdict, false),
-                Decision::Kill => refuse(shared, id, &task, &creds, &action, &verdict, true),
+                Decision::Deny | Decision::Kill => refuse(
+                    shared,
+                    id,
+                    Refusal {
+                        creds: &creds,
+                        action: &action,
+                        verdict: &verdict,
+                        kill: verdict.decision == Decision::Kill,
+                        report: true,
+                    },
+                ),
                 Decision::Ask | Decision::Freeze => {
                     shared.counters.held.fetch_add(1, Ordering::Relaxed);
                     let (shared, notif) = (shared.clone(), *notif);
@@ -259,20 +281,29 @@ fn perform(shared: &Arc<Shared>, notif: &seccomp_notif, creds: &Creds, op: Op, a
 }
 
 /// Refuses a call (and kills the caller for `kill`), telling it why on stderr.
-fn refuse(
-    shared: &Shared,
-    id: u64,
-    task: &Task,
-    creds: &Creds,
-    action: &Action,
-    verdict: &Verdict,
+/// `report`: the decision came from policy directly (a hold's outcome is
+/// already known to the broker).
+struct Refusal<'a> {
+    creds: &'a Creds,
+    action: &'a Action,
+    verdict: &'a Verdict,
     kill: bool,
-) {
+    report: bool,
+}
+
+fn refuse(shared: &Shared, id: u64, r: Refusal<'_>) {
+    let Refusal {
+        creds,
+        action,
+        verdict,
+        kill,
+        report,
+    } = r;
     shared.counters.denied.fetch_add(1, Ordering::Relaxed);
-    task.tell(
-        creds.tgid,
-        &format!("guard: denied {action} (rule {})\n", verdict.rule),
-    );
+    if report {
+        shared.broker.report(shared.request(creds, action, verdict));
+    }
+    notice::tell_denied(creds.tgid, action, verdict);
     if kill {
         // SAFETY: signal to the caller's thread group, which is waiting in the kernel.
         unsafe { libc::kill(creds.tgid as i32, libc::SIGKILL) };
@@ -298,20 +329,16 @@ fn hold(
             log::warn!("seccomp: freezing the session: {e:#}");
         }
     }
+    let what = action.to_string().replace(['\n', '\r'], "?");
     task.tell(
         creds.tgid,
         &format!(
-            "guard: holding {action} (rule {}) until a person approves: {}\n",
-            verdict.rule, verdict.reason
+            "guard: holding {what} (rule {}) until a person approves: {}\n",
+            verdict.rule,
+            verdict.reason.replace(['\n', '\r'], "?")
         ),
     );
-    let request = HoldRequest {
-        session: shared.session.clone(),
-        pid: creds.tgid,
-        action: action.clone(),
-        verdict: verdict.clone(),
-        backend: "seccomp",
-    };
+    let request = shared.request(&creds, &action, &verdict);
     let resolution = shared.broker.ask(
         request,
         shared.policy.ask_timeout(),
@@ -329,7 +356,17 @@ fn hold(
     let timed_out = matches!(resolution, Resolution::TimedOut { .. });
     match decided {
         Decision::Allow | Decision::Log => perform(shared, notif, &creds, op, 0),
-        Decision::Kill => refuse(shared, notif.id, &task, &creds, &action, &verdict, true),
+        Decision::Kill => refuse(
+            shared,
+            notif.id,
+            Refusal {
+                creds: &creds,
+                action: &action,
+                verdict: &verdict,
+                kill: true,
+                report: false,
+            },
+        ),
         _ => {
             let verdict = if timed_out {
                 Verdict {
@@ -342,7 +379,17 @@ fn hold(
             } else {
                 verdict
             };
-            refuse(shared, notif.id, &task, &creds, &action, &verdict, false)
+            refuse(
+                shared,
+                notif.id,
+                Refusal {
+                    creds: &creds,
+                    action: &action,
+                    verdict: &verdict,
+                    kill: false,
+                    report: false,
+                },
+            )
         }
     }
 }

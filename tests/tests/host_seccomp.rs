@@ -307,6 +307,23 @@ fn rm_of_a_protected_file_denied_keeps_it_and_tells_the_agent() {
     assert_eq!(fs::read(&file).unwrap(), b"precious");
 }
 
+/// A held process that dies (killed by the user, say) takes its hold with it.
+#[test]
+fn a_hold_ends_when_its_process_is_killed() {
+    let tree = Tree::new("killed");
+    let file = tree.p("protected/file");
+    let mut g = Guarded::start("killed", policy_for(&tree), &["/bin/rm", s(&file)]);
+    let hold = g.expect_hold();
+    g.child.kill().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while g.broker.is_pending(hold.id) {
+        assert!(Instant::now() < deadline, "the hold outlived its process");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = g.finish();
+    assert!(file.exists());
+}
+
 #[test]
 fn files_outside_protected_paths_are_removed_without_a_hold() {
     let tree = Tree::new("free");

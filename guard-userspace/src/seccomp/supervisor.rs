@@ -339,11 +339,13 @@ fn hold(
         ),
     );
     let request = shared.request(&creds, &action, &verdict);
+    let watcher = CallerWatch::start(shared.clone(), notif.id, request.clone());
     let resolution = shared.broker.ask(
         request,
         shared.policy.ask_timeout(),
         shared.policy.timeout_decision(),
     );
+    drop(watcher);
     if freeze && let Some(cg) = &shared.cgroup {
         let _ = cg.set_frozen(false);
     }
@@ -391,5 +393,50 @@ fn hold(
                 },
             )
         }
+    }
+}
+
+/// Ends a hold whose caller is gone (killed, or its session torn down), so
+/// approvers never see a hold that can no longer mean anything.
+struct CallerWatch {
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CallerWatch {
+    fn start(shared: Arc<Shared>, id: u64, request: HoldRequest) -> Self {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                if flag.load(Ordering::Relaxed)
+                    || listener::id_valid(shared.listener.as_raw_fd(), id)
+                {
+                    continue;
+                }
+                let hold = shared.broker.pending().into_iter().find(|h| {
+                    h.request.session == request.session
+                        && h.request.pid == request.pid
+                        && h.request.action == request.action
+                        && h.request.backend == request.backend
+                });
+                if let Some(hold) = hold {
+                    let _ = shared.broker.resolve(
+                        hold.id,
+                        Resolution::Denied {
+                            approver: "guard (the held process exited)".into(),
+                        },
+                    );
+                }
+                return;
+            }
+        });
+        Self { done }
+    }
+}
+
+impl Drop for CallerWatch {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
     }
 }

@@ -168,26 +168,33 @@ pub fn decide(stop: &Stop, policy: &Policy, broker: &HoldBroker, session: &str) 
             reason: format!("{} without a readable path", stop.syscall),
         },
     };
+    let action = stop.action().unwrap_or(Action::Truncate {
+        path: Path::new("?").into(),
+    });
+    let request = HoldRequest {
+        session: session.into(),
+        pid: stop.pid,
+        action,
+        verdict: Verdict {
+            reason: format!(
+                "{} (bounded mode: this {} already completed; the process is stopped before its next call)",
+                verdict.reason, stop.syscall
+            ),
+            ..verdict.clone()
+        },
+        backend: "bounded",
+    };
     let go_on = match verdict.decision {
-        Decision::Allow | Decision::Log => true,
-        Decision::Deny | Decision::Kill => false,
+        Decision::Allow => true,
+        Decision::Log => {
+            broker.report(request);
+            true
+        }
+        Decision::Deny | Decision::Kill => {
+            broker.report(request);
+            false
+        }
         Decision::Ask | Decision::Freeze => {
-            let action = stop.action().unwrap_or(Action::Truncate {
-                path: Path::new("?").into(),
-            });
-            let request = HoldRequest {
-                session: session.into(),
-                pid: stop.pid,
-                action,
-                verdict: Verdict {
-                    reason: format!(
-                        "{} (bounded mode: this {} already completed; the process is stopped before its next call)",
-                        verdict.reason, stop.syscall
-                    ),
-                    ..verdict
-                },
-                backend: "bounded",
-            };
             match broker.ask(request, policy.ask_timeout(), policy.timeout_decision()) {
                 Resolution::Approved { .. } => true,
                 Resolution::TimedOut { decision } => {

@@ -324,6 +324,40 @@ fn a_hold_ends_when_its_process_is_killed() {
     assert!(file.exists());
 }
 
+/// The denial line must survive in a stderr that is a regular file (a log):
+/// written through the agent's own open file, at its offset, so the agent's
+/// next message follows it instead of overwriting it.
+#[test]
+fn denial_line_survives_in_a_log_file_stderr() {
+    let tree = Tree::new("log");
+    let file = tree.p("protected/file");
+    let log = tree.p("free/log");
+    let mut g = Guarded::start(
+        "log",
+        policy_for(&tree),
+        &[
+            "/bin/sh",
+            "-c",
+            "exec 2>\"$2\"; rm \"$1\"; echo after >&2",
+            "sh",
+            s(&file),
+            s(&log),
+        ],
+    );
+    let hold = g.expect_hold();
+    let _ = g.resolve_and_finish(&hold, deny());
+    let text = fs::read_to_string(&log).unwrap();
+    let denied = format!(
+        "guard: denied unlink {} (rule files.protected)\n",
+        file.display()
+    );
+    assert!(text.contains(&denied), "{text:?}");
+    assert!(
+        text.contains("Operation not permitted") && text.ends_with("after\n"),
+        "{text:?}"
+    );
+}
+
 #[test]
 fn files_outside_protected_paths_are_removed_without_a_hold() {
     let tree = Tree::new("free");

@@ -303,7 +303,9 @@ fn refuse(shared: &Shared, id: u64, r: Refusal<'_>) {
     if report {
         shared.broker.report(shared.request(creds, action, verdict));
     }
-    notice::tell_denied(creds.tgid, action, verdict);
+    // Not notice::tell_denied: reopening a regular-file stderr gets its own
+    // offset, and the agent's next write would overwrite the line.
+    Task { tid: creds.tgid }.tell(creds.tgid, &notice::denial_line(action, &verdict.rule));
     if kill {
         // SAFETY: signal to the caller's thread group, which is waiting in the kernel.
         unsafe { libc::kill(creds.tgid as i32, libc::SIGKILL) };

@@ -51,6 +51,8 @@ pub enum Command {
     Sessions(JsonFlag),
     /// Show recent decisions and holds; --follow keeps streaming.
     Events(EventsArgs),
+    /// Report kernel support and the backend chosen for each action kind.
+    Doctor(JsonFlag),
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,7 @@
 use clap::Parser as _;
 use guard::{
     cli::{Cli, Command},
-    cmd, policy,
+    cmd, doctor, policy,
 };
 
 fn main() {
@@ -18,6 +18,7 @@ fn main() {
         Command::Sessions(args) => cmd::sessions::run(args, socket),
         Command::Events(args) => cmd::events::run(args, socket),
         Command::Policy { command } => policy::cli::run(command),
+        Command::Doctor(args) => doctor::run(args.json),
     };
     std::process::exit(code);
 }

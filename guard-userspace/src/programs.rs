@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{Lsm, TracePoint},
+    programs::{Lsm, RawTracePoint, TracePoint},
 };
 use guard_common::SessionConfig;
 
@@ -21,15 +21,18 @@ pub enum Probe {
     Exec,
     /// BPF LSM path_unlink: needs `bpf` in the boot-time lsm= list.
     LsmUnlink,
+    /// raw tracepoint sys_enter for bounded mode (guard-ebpf/src/bounded.rs).
+    Bounded,
 }
 
 impl Probe {
-    pub const ALL: [Probe; 2] = [Probe::Exec, Probe::LsmUnlink];
+    pub const ALL: [Probe; 3] = [Probe::Exec, Probe::LsmUnlink, Probe::Bounded];
 
     fn program_name(self) -> &'static str {
         match self {
             Probe::Exec => "sched_process_exec",
             Probe::LsmUnlink => "path_unlink",
+            Probe::Bounded => "bounded_sys_enter",
         }
     }
 
@@ -39,6 +42,9 @@ impl Probe {
             Probe::Exec => "execs in a session are not seen or stopped",
             Probe::LsmUnlink => {
                 "unlink cannot be refused in the kernel; BPF LSM needs `lsm=...,bpf` on the kernel command line"
+            }
+            Probe::Bounded => {
+                "adopted processes are not stopped after a destructive call (no bounded mode)"
             }
         }
     }
@@ -107,6 +113,16 @@ impl ProgramSet {
         Ok(HashMap::try_from(map)?)
     }
 
+    /// A map by name, for modules that own their own maps (bounded mode).
+    pub fn map_mut(&mut self, name: &str) -> Option<&mut aya::maps::Map> {
+        self.ebpf.map_mut(name)
+    }
+
+    /// Takes a map by name (once), e.g. a ring buffer to read from another thread.
+    pub fn take_map(&mut self, name: &str) -> Option<aya::maps::Map> {
+        self.ebpf.take_map(name)
+    }
+
     /// Takes the event ring buffer (once).
     pub fn take_events(&mut self) -> anyhow::Result<RingBuf<aya::maps::MapData>> {
         let map = self
@@ -148,6 +164,11 @@ fn attach(ebpf: &mut Ebpf, probe: Probe) -> anyhow::Result<()> {
             let lsm: &mut Lsm = program.try_into()?;
             lsm.load("path_unlink", &btf)?;
             lsm.attach()?;
+        }
+        Probe::Bounded => {
+            let tp: &mut RawTracePoint = program.try_into()?;
+            tp.load()?;
+            tp.attach("sys_enter")?;
         }
     }
     Ok(())

@@ -32,6 +32,7 @@ use crate::{
     holds::{HoldBroker, HoldObserver, HoldRequest, Outcome},
     policy::Policy,
     programs::{Probe, ProgramSet},
+    seccomp::SessionFilter,
     signal_relay::SignalRelay,
     terminal::{Decider, LocalDecider, Terminal, TerminalApprover},
     users::{self, Account},
@@ -270,8 +271,8 @@ fn run_in(
     let mut command = Command::new(program);
     command.args(args);
     enter_session_as(&mut command, cgroup, account)?;
-    // Hook: the seccomp backend registers its filter here, after the cgroup
-    // move and user switch: `let pending = seccomp::SessionFilter::prepare(&mut command)?;`
+    // The seccomp filter goes last: after the cgroup move and the user switch.
+    let pending_filter = SessionFilter::prepare(&mut command)?;
     let mut child = command
         .spawn()
         .with_context(|| format!("starting {}", program.to_string_lossy()))?;
@@ -304,10 +305,17 @@ fn run_in(
             }
         }
     }
-    // Hook: the seccomp backend starts here, deciding with `policy` and
-    // asking `broker`: `pending.start(policy.clone(), broker.clone(), name.to_owned())`.
+    let supervisor = match pending_filter.start(policy.clone(), broker.clone(), name.to_owned()) {
+        Ok(supervisor) => supervisor,
+        Err(e) => {
+            let _ = cgroup.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
 
     let status: ExitStatus = child.wait().context("waiting for the command")?;
+    supervisor.stop();
     let (seen, dropped) = kernel.stop();
     let (controller_kind, counts) = match control {
         Control::Daemon { socket, .. } => {

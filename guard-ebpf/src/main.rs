@@ -5,7 +5,10 @@
 mod event;
 mod exec;
 mod file;
+mod hold;
 mod maps;
+mod net;
+mod path;
 mod session;
 
 #[cfg(not(test))]

@@ -4,11 +4,17 @@
 //! integration tests in `tests/` drive the same modules against a real kernel.
 
 pub mod action;
+pub mod backend;
+pub mod btf_offsets;
 pub mod cgroup;
 pub mod cli;
 pub mod decision;
 pub mod events;
+pub mod exec_stop;
 pub mod holds;
+pub mod kernel_tables;
+pub mod lsm_backend;
+pub mod pin;
 pub mod policy;
 pub mod programs;
 pub mod session;

@@ -1,0 +1,185 @@
+//! Exec stop, userspace side. The kernel stopped a watched program at
+//! `sched_process_exec`, before its first instruction; here argv and cwd are
+//! read from /proc (stable: the task is stopped and its old image is gone),
+//! policy decides, and the task is continued (SIGCONT) or told why and
+//! killed (SIGKILL, exit 137) before it runs.
+
+use std::{
+    ffi::{OsStr, OsString},
+    fs,
+    io::Write as _,
+    os::unix::ffi::OsStrExt as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::Context as _;
+
+use crate::{
+    action::Action,
+    backend::{Outcome, SessionDirectory, outcome_of, signal},
+    holds::{HoldBroker, HoldRequest},
+};
+
+/// Reads what a stopped exec is about to run: argv and cwd from /proc.
+/// `filename` is the path execve(2) was given (from the kernel event).
+pub fn read_exec(pid: u32, filename: &Path) -> anyhow::Result<Action> {
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
+        .with_context(|| format!("reading argv of pid {pid}"))?;
+    let argv = split_cmdline(&cmdline);
+    let cwd = fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+    Ok(Action::Exec {
+        filename: filename.to_path_buf(),
+        argv: script_argv(filename, argv),
+        cwd,
+    })
+}
+
+fn split_cmdline(raw: &[u8]) -> Vec<OsString> {
+    let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    raw.split(|&b| b == 0)
+        .map(|a| OsStr::from_bytes(a).to_os_string())
+        .collect()
+}
+
+/// For a `#!` script the kernel runs `interp [arg] script args...`: argv[0]
+/// becomes the interpreter and the script's own argv[0] is replaced by its
+/// path. Policy judges the script, so drop the interpreter part.
+pub fn script_argv(filename: &Path, argv: Vec<OsString>) -> Vec<OsString> {
+    let script = filename.as_os_str();
+    if argv.first().is_some_and(|a| a == script) {
+        return argv;
+    }
+    match argv.iter().take(3).skip(1).position(|a| a == script) {
+        Some(i) => argv[i + 1..].to_vec(),
+        None => argv,
+    }
+}
+
+/// The one-letter state of a process (`T` when stopped), if it exists.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: the state follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Writes one line to the process's stderr (best effort: a closed or
+/// socket stderr cannot be reopened through /proc).
+pub fn tell(pid: u32, line: &str) {
+    let path = PathBuf::from(format!("/proc/{pid}/fd/2"));
+    match fs::OpenOptions::new().append(true).open(&path) {
+        Ok(mut f) => {
+            let _ = writeln!(f, "{line}");
+        }
+        Err(e) => log::debug!("cannot write to stderr of pid {pid}: {e}"),
+    }
+}
+
+/// Decides stopped execs. One call per stopped task; blocks while a hold is open.
+pub struct ExecStop {
+    pub broker: Arc<HoldBroker>,
+    pub sessions: Arc<dyn SessionDirectory>,
+}
+
+impl ExecStop {
+    /// Decides and applies the outcome for a task stopped at exec.
+    pub fn decide(&self, pid: u32, cgroup_id: u64, filename: &Path) -> Outcome {
+        let action = match read_exec(pid, filename) {
+            Ok(a) => a,
+            Err(e) => {
+                // The task is gone (killed while stopped): nothing to continue.
+                log::debug!("exec stop of pid {pid}: {e:#}");
+                return Outcome::Gone;
+            }
+        };
+        let Some((session, policy)) = self.sessions.lookup(cgroup_id) else {
+            // Not ours (a session that ended): let it run as it would without guard.
+            signal(pid, libc::SIGCONT);
+            return Outcome::Allowed;
+        };
+        let verdict = policy.evaluate(&action);
+        let resolution = verdict.decision.holds().then(|| {
+            self.broker.ask(
+                HoldRequest {
+                    session,
+                    pid,
+                    action: action.clone(),
+                    verdict: verdict.clone(),
+                    backend: "exec-stop",
+                },
+                policy.ask_timeout(),
+                policy.timeout_decision(),
+            )
+        });
+        let outcome = outcome_of(&verdict, resolution.as_ref());
+        match &outcome {
+            Outcome::Allowed | Outcome::AllowedFor(_) => signal(pid, libc::SIGCONT),
+            Outcome::Denied { rule } => {
+                tell(pid, &format!("guard: denied {action} (rule {rule})"));
+                signal(pid, libc::SIGKILL);
+            }
+            Outcome::Killed { rule } => {
+                tell(pid, &format!("guard: killed {action} (rule {rule})"));
+                signal(pid, libc::SIGKILL);
+            }
+            Outcome::Gone => {}
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn script_interpreter_is_dropped() {
+        let f = Path::new("/w/bin/terraform");
+        assert_eq!(
+            script_argv(
+                f,
+                os(&["/bin/sh", "/w/bin/terraform", "destroy", "-auto-approve"])
+            ),
+            os(&["/w/bin/terraform", "destroy", "-auto-approve"])
+        );
+        // `#!/usr/bin/env bash` adds one interpreter argument.
+        assert_eq!(
+            script_argv(f, os(&["/usr/bin/env", "bash", "/w/bin/terraform", "plan"])),
+            os(&["/w/bin/terraform", "plan"])
+        );
+        // A binary keeps its own argv[0].
+        assert_eq!(
+            script_argv(
+                Path::new("/usr/bin/terraform"),
+                os(&["terraform", "destroy"])
+            ),
+            os(&["terraform", "destroy"])
+        );
+    }
+
+    #[test]
+    fn cmdline_with_empty_and_non_utf8_args() {
+        assert_eq!(
+            split_cmdline(b"rm\0\0a\xffb\0"),
+            vec![
+                OsString::from("rm"),
+                OsString::from(""),
+                OsStr::from_bytes(b"a\xffb").to_os_string()
+            ]
+        );
+        assert!(split_cmdline(b"").is_empty());
+    }
+
+    #[test]
+    fn state_of_this_process_is_running() {
+        assert!(matches!(process_state(std::process::id()), Some('R' | 'S')));
+        assert_eq!(process_state(u32::MAX), None);
+    }
+}

@@ -1,0 +1,321 @@
+//! The kernel's decision tables, written from userspace: which paths,
+//! endpoints and programs need a decision (everything else never leaves the
+//! kernel), the grants held syscalls look for when they restart, and the
+//! record of stopped tasks. Opened from the pin directory, so any thread or
+//! a restarted daemon can use them.
+
+use std::{
+    net::IpAddr,
+    os::unix::ffi::OsStrExt as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use aya::maps::{HashMap, Map, MapData, lpm_trie::Key, lpm_trie::LpmTrie};
+use guard_common::{
+    EndpointPrefix, EventKind, Grant, GrantKey, HeldTask, PathPrefix, Rule, WatchedExec,
+    rules::{EXEC_NAME_MAX, PATH_PREFIX_MAX, grant_verdict},
+    session::SESSION_KEY_LEN,
+};
+
+/// How much of the tree below a path a rule covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathScope {
+    /// This file or directory only.
+    Exact,
+    /// Everything below this directory (not the directory itself).
+    Below,
+}
+
+/// The pinned rule, grant and held-task maps.
+pub struct KernelTables {
+    pin: PathBuf,
+    paths: LpmTrie<MapData, PathPrefix, Rule>,
+    endpoints: LpmTrie<MapData, EndpointPrefix, Rule>,
+    execs: HashMap<MapData, WatchedExec, Rule>,
+    grants: HashMap<MapData, GrantKey, Grant>,
+    held: HashMap<MapData, u32, HeldTask>,
+}
+
+fn open(pin: &Path, name: &str) -> anyhow::Result<Map> {
+    let path = pin.join(name);
+    let data = MapData::from_pin(&path)
+        .with_context(|| format!("opening pinned map {}", path.display()))?;
+    Ok(Map::from_map_data(data)?)
+}
+
+impl KernelTables {
+    pub fn open(pin: &Path) -> anyhow::Result<Self> {
+        Ok(Self {
+            pin: pin.to_path_buf(),
+            paths: LpmTrie::try_from(open(pin, "PATH_RULES")?)?,
+            endpoints: LpmTrie::try_from(open(pin, "ENDPOINT_RULES")?)?,
+            execs: HashMap::try_from(open(pin, "WATCHED_EXEC")?)?,
+            grants: HashMap::try_from(open(pin, "GRANTS")?)?,
+            held: HashMap::try_from(open(pin, "HELD")?)?,
+        })
+    }
+
+    /// The pin directory these maps come from.
+    pub fn pin_path(&self) -> &Path {
+        &self.pin
+    }
+
+    /// Sets what the kernel does with `ops` on `path` (absolute) in a session.
+    pub fn set_path_rule(
+        &mut self,
+        session: u64,
+        path: &Path,
+        scope: PathScope,
+        rule: Rule,
+    ) -> anyhow::Result<()> {
+        let key = path_key(session, path, scope)?;
+        self.paths.insert(&key, rule, 0)?;
+        Ok(())
+    }
+
+    /// Sets what the kernel does with connects to `addr/prefix_bits` (and
+    /// `port`, or any port) in a session.
+    pub fn set_endpoint_rule(
+        &mut self,
+        session: u64,
+        addr: IpAddr,
+        prefix_bits: u8,
+        port: Option<u16>,
+        rule: Rule,
+    ) -> anyhow::Result<()> {
+        let key = endpoint_key(session, addr, prefix_bits, port)?;
+        self.endpoints.insert(&key, rule, 0)?;
+        Ok(())
+    }
+
+    /// Makes an exec of a program with this base name stop the task (or be
+    /// refused) in a session. The name is the base name of the path given to
+    /// execve(2); for a script that is the script, not its interpreter.
+    pub fn watch_exec(&mut self, session: u64, name: &str, rule: Rule) -> anyhow::Result<()> {
+        self.execs.insert(exec_key(session, name)?, rule, 0)?;
+        Ok(())
+    }
+
+    /// Writes a decision for a held action; the restarted syscall uses it.
+    /// `once` grants are removed by their first use; every grant expires.
+    pub fn grant(
+        &mut self,
+        session: u64,
+        kind: EventKind,
+        object_id: u64,
+        allow: bool,
+        once: bool,
+        valid_for: Duration,
+    ) -> anyhow::Result<()> {
+        let key = GrantKey {
+            session,
+            object_id,
+            op: kind as u32,
+            _pad: 0,
+        };
+        let expires_ns =
+            monotonic_ns().saturating_add(valid_for.as_nanos().min(u64::MAX as u128) as u64);
+        let grant = Grant {
+            expires_ns,
+            verdict: if allow {
+                grant_verdict::ALLOW
+            } else {
+                grant_verdict::DENY
+            },
+            once: once as u32,
+        };
+        self.grants.insert(key, grant, 0)?;
+        Ok(())
+    }
+
+    /// Tasks the kernel stopped and that no grant has released yet, by thread id.
+    pub fn held(&self) -> Vec<(u32, HeldTask)> {
+        self.held.iter().filter_map(Result::ok).collect()
+    }
+
+    pub fn forget_held(&mut self, tid: u32) {
+        let _ = self.held.remove(&tid);
+    }
+
+    /// Removes every rule and grant of a session (when it ends).
+    pub fn clear_session(&mut self, session: u64) {
+        let be = session.to_be_bytes();
+        let paths: Vec<_> = self
+            .paths
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.data().session == be)
+            .collect();
+        for k in paths {
+            let _ = self.paths.remove(&k);
+        }
+        let endpoints: Vec<_> = self
+            .endpoints
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.data().session == be)
+            .collect();
+        for k in endpoints {
+            let _ = self.endpoints.remove(&k);
+        }
+        let execs: Vec<_> = self
+            .execs
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.session == session)
+            .collect();
+        for k in execs {
+            let _ = self.execs.remove(&k);
+        }
+        let grants: Vec<_> = self
+            .grants
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.session == session)
+            .collect();
+        for k in grants {
+            let _ = self.grants.remove(&k);
+        }
+    }
+}
+
+/// The LPM key of a path rule: session, then the path bytes (with a trailing
+/// `/` for a tree, a NUL for one file).
+pub fn path_key(session: u64, path: &Path, scope: PathScope) -> anyhow::Result<Key<PathPrefix>> {
+    let raw = path.as_os_str().as_bytes();
+    if !raw.starts_with(b"/") {
+        bail!("rule path {} is not absolute", path.display());
+    }
+    let mut bytes = raw.to_vec();
+    match scope {
+        PathScope::Below => {
+            if !bytes.ends_with(b"/") {
+                bytes.push(b'/');
+            }
+        }
+        PathScope::Exact => {
+            while bytes.len() > 1 && bytes.ends_with(b"/") {
+                bytes.pop();
+            }
+            bytes.push(0);
+        }
+    }
+    if bytes.len() > PATH_PREFIX_MAX {
+        bail!(
+            "rule path {} is longer than the {} bytes the kernel can match; use a shorter prefix",
+            path.display(),
+            PATH_PREFIX_MAX - 1
+        );
+    }
+    let mut data = PathPrefix {
+        session: session.to_be_bytes(),
+        path: [0; PATH_PREFIX_MAX],
+    };
+    data.path[..bytes.len()].copy_from_slice(&bytes);
+    Ok(Key::new(((SESSION_KEY_LEN + bytes.len()) * 8) as u32, data))
+}
+
+/// The LPM key of an endpoint rule. IPv4 is stored as ::ffff:a.b.c.d.
+pub fn endpoint_key(
+    session: u64,
+    addr: IpAddr,
+    prefix_bits: u8,
+    port: Option<u16>,
+) -> anyhow::Result<Key<EndpointPrefix>> {
+    let (v6, bits) = match addr {
+        IpAddr::V4(a) => {
+            if prefix_bits > 32 {
+                bail!("IPv4 prefix /{prefix_bits} is longer than 32 bits");
+            }
+            (a.to_ipv6_mapped(), 96 + prefix_bits as u32)
+        }
+        IpAddr::V6(a) => {
+            if prefix_bits > 128 {
+                bail!("IPv6 prefix /{prefix_bits} is longer than 128 bits");
+            }
+            (a, prefix_bits as u32)
+        }
+    };
+    Ok(Key::new(
+        ((SESSION_KEY_LEN + 2) * 8) as u32 + bits,
+        EndpointPrefix {
+            session: session.to_be_bytes(),
+            port: port.unwrap_or(0).to_be_bytes(),
+            addr: v6.octets(),
+        },
+    ))
+}
+
+pub fn exec_key(session: u64, name: &str) -> anyhow::Result<WatchedExec> {
+    if name.is_empty() || name.contains('/') || name.contains('\0') {
+        bail!("watched program {name:?} must be a base name (no '/', not empty)");
+    }
+    if name.len() > EXEC_NAME_MAX {
+        bail!(
+            "watched program {name:?} is longer than {EXEC_NAME_MAX} bytes; the kernel cannot match it"
+        );
+    }
+    let mut key = WatchedExec {
+        session,
+        name: [0; EXEC_NAME_MAX + 1],
+    };
+    key.name[..name.len()].copy_from_slice(name.as_bytes());
+    Ok(key)
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_keys_mark_trees_and_exact_files() {
+        let k = path_key(7, Path::new("/prod"), PathScope::Below).unwrap();
+        assert_eq!(k.prefix_len(), (8 + 6) * 8);
+        assert_eq!(&k.data().path[..6], b"/prod/");
+        assert_eq!(k.data().session, 7u64.to_be_bytes());
+        let k = path_key(7, Path::new("/prod/db.sqlite3/"), PathScope::Exact).unwrap();
+        assert_eq!(&k.data().path[..17], b"/prod/db.sqlite3\0");
+        assert!(path_key(7, Path::new("relative"), PathScope::Below).is_err());
+        let long = format!("/{}", "a".repeat(300));
+        let err = path_key(7, Path::new(&long), PathScope::Below)
+            .err()
+            .expect("a 300-byte prefix is refused");
+        assert!(format!("{err}").contains("shorter prefix"));
+    }
+
+    #[test]
+    fn endpoint_keys_map_ipv4_into_ipv6() {
+        let k = endpoint_key(1, "127.0.0.2".parse().unwrap(), 32, Some(5432)).unwrap();
+        assert_eq!(k.prefix_len(), 80 + 128);
+        assert_eq!(k.data().port, 5432u16.to_be_bytes());
+        assert_eq!(&k.data().addr[10..], &[0xff, 0xff, 127, 0, 0, 2]);
+        let k = endpoint_key(1, "10.0.0.0".parse().unwrap(), 8, None).unwrap();
+        assert_eq!(k.prefix_len(), 80 + 96 + 8);
+        assert_eq!(k.data().port, [0, 0]);
+        assert!(endpoint_key(1, "10.0.0.0".parse().unwrap(), 33, None).is_err());
+    }
+
+    #[test]
+    fn exec_names_are_base_names_that_fit() {
+        assert_eq!(
+            &exec_key(1, "terraform").unwrap().name[..10],
+            b"terraform\0"
+        );
+        assert!(exec_key(1, "/usr/bin/terraform").is_err());
+        assert!(exec_key(1, "").is_err());
+        assert!(exec_key(1, &"x".repeat(32)).is_err());
+    }
+}

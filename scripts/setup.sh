@@ -2,7 +2,8 @@
 # Installs what building and testing guard needs, idempotently, and says what it
 # is doing. Fast when everything is already present. Run as root on Debian 12.
 #
-#   Debian packages: LLVM 22 (for bpf-linker), QEMU and busybox (VM test tier)
+#   Debian packages: LLVM 22 (for bpf-linker), QEMU, busybox, cpio and binutils
+#   (VM test tier; kernels themselves are fetched by `cargo xtask vm-test`)
 #   rustup: nightly rust-src (the BPF target is built with -Z build-std=core)
 #   cargo: bpf-linker 0.13 built against LLVM 22
 set -euo pipefail
@@ -17,7 +18,7 @@ command -v cargo >/dev/null && command -v rustup >/dev/null \
 export PATH="$HOME/.cargo/bin:$PATH"
 
 packages=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
-          qemu-system-x86 busybox-static cpio strace hyperfine)
+          qemu-system-x86 busybox-static cpio binutils strace hyperfine)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -106,3 +106,72 @@ pub fn drain_events(
     }
     seen
 }
+
+/// The test process's stay inside a [`TestCgroup`]; moves it back on drop.
+pub struct InsideCgroup {
+    home: PathBuf,
+}
+
+impl TestCgroup {
+    /// Moves this test process into the cgroup, so the kernel programs see its own
+    /// syscalls (and exact errnos) as the session's. Drop the guard to leave;
+    /// declare it after the TestCgroup so it drops first.
+    pub fn enter(&self) -> InsideCgroup {
+        let home = current_cgroup();
+        std::fs::write(self.cgroup.path().join("cgroup.procs"), b"0").unwrap_or_else(|e| {
+            panic!("moving the test into {}: {e}", self.cgroup.path().display())
+        });
+        InsideCgroup { home }
+    }
+}
+
+impl Drop for InsideCgroup {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(self.home.join("cgroup.procs"), b"0") {
+            // Panicking in drop would abort; the cgroup's kill would then take us down.
+            eprintln!(
+                "could not move the test back to {}: {e}",
+                self.home.display()
+            );
+        }
+    }
+}
+
+/// The cgroup v2 directory this process is in, from /proc/self/cgroup.
+pub fn current_cgroup() -> PathBuf {
+    let text = std::fs::read_to_string("/proc/self/cgroup").expect("reading /proc/self/cgroup");
+    let relative = text
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .unwrap_or_else(|| panic!("no cgroup v2 line in /proc/self/cgroup: {text:?}"));
+    guard::cgroup::cgroup2_mount()
+        .expect("finding the cgroup2 mount")
+        .join(relative.trim_start_matches('/'))
+}
+
+/// The guard binary: $GUARD_BIN (set by the VM tier's /init), else the one cargo
+/// built next to this test binary (target/<profile>/deps/<test> -> target/<profile>/guard).
+pub fn guard_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("GUARD_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let guard = exe
+        .ancestors()
+        .nth(2)
+        .expect("test binary inside target/<profile>/deps")
+        .join("guard");
+    assert!(
+        guard.is_file(),
+        "{} is missing: run `cargo build -p guard-userspace` or set GUARD_BIN",
+        guard.display()
+    );
+    guard
+}
+
+/// Says on the terminal that a test skipped its kernel part, and why. Written to
+/// fd 2 directly: libtest captures `eprintln!` of passing tests, which would hide it.
+pub fn report_skip(test: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}

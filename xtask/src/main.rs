@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask test`, `cargo xtask vm-test`, `cargo xtask bench`.
 
 mod test;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -16,12 +17,16 @@ enum Task {
     /// fmt check, clippy (workspace and the BPF crate), unit tests, host-kernel
     /// integration tests, then the VM tier.
     Test(test::TestArgs),
+    /// Boot Debian's 6.1 and 6.12 kernels under QEMU with BPF LSM and run the
+    /// VM-tier tests (tests/tests/vm_*.rs). See docs/testing.md.
+    VmTest(vm::VmTestArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Task::Test(args) => test::run(&args),
+        Task::VmTest(args) => vm::run(&args),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");

@@ -51,8 +51,10 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     )?;
     if args.no_vm {
         println!("xtask: VM tier skipped (--no-vm)");
+        return Ok(());
     }
-    Ok(())
+    println!("xtask: == VM tier (BPF LSM under QEMU, kernels 6.1 and 6.12)");
+    crate::vm::run(&crate::vm::VmTestArgs::default())
 }
 
 fn step(name: &str, mut command: Command) -> anyhow::Result<()> {

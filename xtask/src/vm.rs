@@ -1,0 +1,147 @@
+//! `cargo xtask vm-test`: boot Debian's 6.1 and 6.12 kernels under QEMU with BPF
+//! LSM active and run guard's VM-tier integration tests (tests/tests/vm_*.rs).
+
+mod cpio;
+mod initramfs;
+mod kernel;
+mod qemu;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+pub use kernel::Series;
+
+#[derive(Debug, clap::Args)]
+pub struct VmTestArgs {
+    /// Which kernel to boot.
+    #[arg(long, value_enum, default_value = "all")]
+    pub kernel: KernelChoice,
+    /// Seconds one boot may take, tests included, before QEMU is killed.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// Run only the test binaries whose name starts with this (tests/tests/<name>.rs).
+    #[arg(long, default_value = "vm_")]
+    pub tests: String,
+    /// The kernel's lsm= list. Leave out bpf to see the tier refuse to run.
+    #[arg(long, default_value = qemu::DEFAULT_LSM)]
+    pub lsm: String,
+}
+
+impl Default for VmTestArgs {
+    fn default() -> Self {
+        Self {
+            kernel: KernelChoice::All,
+            timeout: 600,
+            tests: "vm_".into(),
+            lsm: qemu::DEFAULT_LSM.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KernelChoice {
+    #[value(name = "6.1")]
+    V6_1,
+    #[value(name = "6.12")]
+    V6_12,
+    All,
+}
+
+impl KernelChoice {
+    fn series(self) -> Vec<Series> {
+        match self {
+            KernelChoice::V6_1 => vec![Series::V6_1],
+            KernelChoice::V6_12 => vec![Series::V6_12],
+            KernelChoice::All => Series::ALL.to_vec(),
+        }
+    }
+}
+
+pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let cache = kernel::cache_dir();
+    let mut kernels = Vec::new();
+    for series in args.kernel.series() {
+        kernels.push(
+            kernel::fetch(series, &cache)
+                .with_context(|| format!("getting the {} kernel", series.label()))?,
+        );
+    }
+
+    let binaries = initramfs::build_binaries(&args.tests)?;
+    // <target>/debug/guard -> <target>/vm, wherever CARGO_TARGET_DIR points.
+    let out_dir = binaries
+        .guard
+        .ancestors()
+        .nth(2)
+        .context("guard binary outside a target directory")?
+        .join("vm");
+    let step = Instant::now();
+    let initrd = initramfs::build(&out_dir, &binaries)?;
+    println!(
+        "xtask: vm: initramfs {} ({:.1} MB, {} test binaries: {}) in {:.1}s",
+        initrd.path.display(),
+        initrd.bytes as f64 / 1e6,
+        initrd.tests.len(),
+        initrd
+            .tests
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        step.elapsed().as_secs_f64()
+    );
+
+    let mut failures = Vec::new();
+    let mut summary = Vec::new();
+    for kernel in &kernels {
+        let log = out_dir.join(format!("console-{}.log", kernel.series.label()));
+        println!(
+            "xtask: vm: booting {} under QEMU (TCG; timeout {}s; console log {})",
+            kernel.release,
+            args.timeout,
+            log.display()
+        );
+        let outcome = qemu::boot(
+            kernel,
+            &initrd.path,
+            &args.lsm,
+            Duration::from_secs(args.timeout),
+            &log,
+        )?;
+        let verdict = match (&outcome.result, outcome.timed_out) {
+            (_, true) => {
+                failures.push(format!("{}: timed out", kernel.release));
+                "TIMEOUT".to_string()
+            }
+            (None, false) => {
+                failures.push(format!(
+                    "{}: the VM stopped without a GUARD-VM-RESULT line (kernel panic or /init died; see {})",
+                    kernel.release,
+                    log.display()
+                ));
+                "NO RESULT".to_string()
+            }
+            (Some(result), false) => {
+                if !result.passed {
+                    failures.push(format!("{}: {}", kernel.release, result.line));
+                }
+                result.line.clone()
+            }
+        };
+        summary.push(format!(
+            "xtask: vm: {} {:.0}s: {verdict}",
+            kernel.series.label(),
+            outcome.elapsed.as_secs_f64()
+        ));
+    }
+    for line in &summary {
+        println!("{line}");
+    }
+    println!("xtask: vm: done in {:.0}s", started.elapsed().as_secs_f64());
+    if !failures.is_empty() {
+        bail!("VM tier failed:\n  {}", failures.join("\n  "));
+    }
+    Ok(())
+}

@@ -95,20 +95,23 @@ pub unsafe fn resolve(s: *mut PathScratch, o: &KernelOffsets, dir: u64, leaf: u6
         read_u64(dir + o.path_mnt as u64),
         read_u64(dir + o.path_dentry as u64),
     ) else {
-        unsafe { finish(s, 0, false) };
-        return false;
+        unsafe { core::ptr::write_volatile(&mut (*s).depth, 0) };
+        return unsafe { finish(s, false) };
     };
     let name_at = (o.dentry_d_name + o.qstr_name) as u64;
-    let mut depth: usize = 0;
-    let mut complete = false;
+    // depth lives in the scratch map, not a register: the verifier then sees
+    // one unknown value per step instead of one state per possible depth.
+    unsafe { core::ptr::write_volatile(&mut (*s).depth, 0) };
     if leaf != 0 {
         let Ok(name) = read_u64(leaf + name_at) else {
-            unsafe { finish(s, 0, false) };
-            return false;
+            return unsafe { finish(s, false) };
         };
-        unsafe { (*s).names[0] = name };
-        depth = 1;
+        unsafe {
+            (*s).names[0] = name;
+            core::ptr::write_volatile(&mut (*s).depth, 1);
+        }
     }
+    let mut complete = false;
     let mut mount = mnt.wrapping_sub(o.mount_mnt as u64);
     for _ in 0..WALK_MAX {
         let (Ok(mnt_root), Ok(parent)) = (
@@ -134,25 +137,25 @@ pub unsafe fn resolve(s: *mut PathScratch, o: &KernelOffsets, dir: u64, leaf: u6
             mnt = mount + o.mount_mnt as u64;
             continue;
         }
+        let depth = unsafe { core::ptr::read_volatile(&(*s).depth) } as usize;
         if depth >= PATH_DEPTH_MAX {
             break;
         }
         let Ok(name) = read_u64(dentry + name_at) else {
             break;
         };
-        unsafe { (*s).names[depth & (PATH_DEPTH_MAX - 1)] = name };
-        depth += 1;
+        unsafe {
+            (*s).names[depth & (PATH_DEPTH_MAX - 1)] = name;
+            core::ptr::write_volatile(&mut (*s).depth, depth as u32 + 1);
+        }
         dentry = parent;
     }
-    unsafe { finish(s, depth as u32, complete) }
+    unsafe { finish(s, complete) }
 }
 
 /// Writes the collected names root first as `/a/b/c`.
 #[inline(always)]
-unsafe fn finish(s: *mut PathScratch, depth: u32, complete: bool) -> bool {
-    // Through memory, so the verifier sees one unknown depth instead of
-    // checking the loop below once per possible value.
-    unsafe { core::ptr::write_volatile(&mut (*s).depth, depth) };
+unsafe fn finish(s: *mut PathScratch, complete: bool) -> bool {
     let depth = unsafe { core::ptr::read_volatile(&(*s).depth) };
     let mut complete = complete;
     let base = unsafe { (*s).path.as_mut_ptr() };

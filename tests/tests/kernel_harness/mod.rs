@@ -22,6 +22,7 @@ use guard::{
     holds::{GrantScope, Hold, HoldBroker, Resolution},
     kernel_tables::KernelTables,
     lsm_backend::LsmBackend,
+    pin::PinDir,
     policy::Policy,
     programs::{Probe, ProgramSet},
 };
@@ -31,7 +32,7 @@ use guard_tests::TestCgroup;
 /// A guarded test session.
 pub struct Enforced {
     pub set: ProgramSet,
-    pub cg: TestCgroup,
+    pub cg: Arc<TestCgroup>,
     pub session: u64,
     pub broker: Arc<HoldBroker>,
     pub tables: Arc<Mutex<KernelTables>>,
@@ -46,9 +47,35 @@ impl Enforced {
     /// Loads `probes` (each must attach), registers the session with
     /// `flags` and `policy`, and starts the event reader.
     pub fn start(tag: &str, probes: &[Probe], flags: u32, policy: Policy) -> Self {
-        let cg = TestCgroup::new(tag);
-        let mut set = ProgramSet::load(cg.cgroup.depth().expect("cgroup depth"), probes)
-            .expect("loading guard's programs");
+        let cg = Arc::new(TestCgroup::new(tag));
+        let depth = cg.cgroup.depth().expect("cgroup depth");
+        let set = ProgramSet::load(depth, probes).expect("loading guard's programs");
+        Self::with_set(tag, cg, set, probes, flags, policy)
+    }
+
+    /// Like [`Enforced::start`], with maps and links pinned in `pin` (a
+    /// daemon's view: dropping this leaves the programs attached).
+    pub fn start_pinned(
+        tag: &str,
+        cg: Arc<TestCgroup>,
+        pin: PinDir,
+        probes: &[Probe],
+        flags: u32,
+        policy: Policy,
+    ) -> Self {
+        let depth = cg.cgroup.depth().expect("cgroup depth");
+        let set = ProgramSet::load_pinned(pin, depth, probes).expect("loading guard's programs");
+        Self::with_set(tag, cg, set, probes, flags, policy)
+    }
+
+    fn with_set(
+        tag: &str,
+        cg: Arc<TestCgroup>,
+        mut set: ProgramSet,
+        probes: &[Probe],
+        flags: u32,
+        policy: Policy,
+    ) -> Self {
         for &p in probes {
             set.require(p)
                 .unwrap_or_else(|e| panic!("{p} must attach here: {e:#}"));
@@ -89,7 +116,7 @@ impl Enforced {
         }
     }
 
-    /// Waits for exactly one more pending hold than `already` and returns it.
+    /// Waits for a pending hold and returns the oldest.
     pub fn wait_hold(&self, timeout: Duration) -> Hold {
         let deadline = Instant::now() + timeout;
         loop {
@@ -130,6 +157,18 @@ impl Enforced {
 
     pub fn event_count(&self) -> usize {
         self.events.lock().unwrap().len()
+    }
+
+    /// Starts a session whose probes need BPF LSM. Outside the VM tier a
+    /// kernel without it is reported as a skip (None); inside it is a failure.
+    pub fn start_lsm(test: &str, probes: &[Probe], flags: u32, policy: Policy) -> Option<Self> {
+        let cg = Arc::new(TestCgroup::new(test));
+        let set = ProgramSet::load(cg.cgroup.depth().unwrap(), probes)
+            .expect("loading guard's eBPF object");
+        if !lsm_attached(test, &set, probes) {
+            return None;
+        }
+        Some(Self::with_set(test, cg, set, probes, flags, policy))
     }
 }
 
@@ -240,4 +279,21 @@ pub fn stderr_of(child: &mut std::process::Child) -> String {
         let _ = e.read_to_string(&mut s);
     }
     s
+}
+
+/// Whether every probe attached, reporting a skip (host) or panicking (VM tier).
+pub fn lsm_attached(test: &str, set: &ProgramSet, probes: &[Probe]) -> bool {
+    for &p in probes {
+        if let Err(e) = set.require(p) {
+            if guard_tests::in_vm_tier() {
+                panic!("the VM tier boots with lsm=...,bpf, so {p} must attach: {e:#}");
+            }
+            guard_tests::report_skip(
+                test,
+                &format!("BPF LSM cannot attach here ({e:#}); it runs in `cargo xtask vm-test`"),
+            );
+            return false;
+        }
+    }
+    true
 }

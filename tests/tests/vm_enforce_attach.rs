@@ -5,7 +5,7 @@
 
 mod kernel_harness;
 
-use std::time::Instant;
+use std::{io::Write as _, time::Instant};
 
 use guard::programs::{Probe, ProgramSet};
 use guard_tests::{TestCgroup, require_root};
@@ -21,7 +21,9 @@ fn every_lsm_hook_verifies_and_attaches() {
         if !kernel_harness::lsm_attached("vm_enforce_attach", &set, &[probe]) {
             return;
         }
-        eprintln!(
+        // Straight to fd 2: libtest hides eprintln! of passing tests.
+        let _ = writeln!(
+            std::io::stderr(),
             "vm_enforce_attach: {probe} loaded and attached in {:?}",
             started.elapsed()
         );

@@ -18,10 +18,11 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 
 use crate::{
+    cgroup::Cgroup,
     decision::{Decision, Verdict},
     events::{self, KernelEvent, KernelVerdict},
     exec_stop::ExecStop,
-    holds::{GrantScope, Resolution},
+    holds::{GrantScope, HoldBroker, HoldRequest, Resolution},
     lsm_backend::LsmBackend,
     policy::Policy,
 };
@@ -29,12 +30,47 @@ use crate::{
 /// Finds the session (name and policy) of a session cgroup id.
 pub trait SessionDirectory: Send + Sync {
     fn lookup(&self, cgroup_id: u64) -> Option<(String, Arc<Policy>)>;
+
+    /// The session's cgroup, for the `freeze` decision.
+    fn cgroup(&self, _cgroup_id: u64) -> Option<Cgroup> {
+        None
+    }
+}
+
+/// Asks the broker about a held action. A `freeze` verdict freezes the
+/// whole session while the person decides (siblings and sub-agents stop
+/// too) and thaws it before the answer is applied.
+pub fn ask(
+    broker: &HoldBroker,
+    sessions: &dyn SessionDirectory,
+    cgroup_id: u64,
+    policy: &Policy,
+    request: HoldRequest,
+) -> Resolution {
+    let frozen = (request.verdict.decision == Decision::Freeze)
+        .then(|| sessions.cgroup(cgroup_id))
+        .flatten()
+        .filter(|cg| match cg.set_frozen(true) {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!("could not freeze session {}: {e:#}", request.session);
+                false
+            }
+        });
+    let resolution = broker.ask(request, policy.ask_timeout(), policy.timeout_decision());
+    if let Some(cg) = frozen
+        && let Err(e) = cg.set_frozen(false)
+    {
+        log::error!("could not thaw {}: {e:#}", cg.path().display());
+    }
+    resolution
 }
 
 /// A plain in-memory session directory.
 #[derive(Default)]
 pub struct SessionMap {
     sessions: RwLock<HashMap<u64, (String, Arc<Policy>)>>,
+    cgroups: RwLock<HashMap<u64, Cgroup>>,
 }
 
 impl SessionMap {
@@ -49,7 +85,19 @@ impl SessionMap {
             .insert(cgroup_id, (name.into(), policy));
     }
 
+    /// Registers the session's cgroup too, so `freeze` verdicts can freeze it.
+    pub fn insert_cgroup(&self, cgroup_id: u64, cgroup: Cgroup) {
+        self.cgroups
+            .write()
+            .expect("session map poisoned")
+            .insert(cgroup_id, cgroup);
+    }
+
     pub fn remove(&self, cgroup_id: u64) {
+        self.cgroups
+            .write()
+            .expect("session map poisoned")
+            .remove(&cgroup_id);
         self.sessions
             .write()
             .expect("session map poisoned")
@@ -60,6 +108,14 @@ impl SessionMap {
 impl SessionDirectory for SessionMap {
     fn lookup(&self, cgroup_id: u64) -> Option<(String, Arc<Policy>)> {
         self.sessions
+            .read()
+            .expect("session map poisoned")
+            .get(&cgroup_id)
+            .cloned()
+    }
+
+    fn cgroup(&self, cgroup_id: u64) -> Option<Cgroup> {
+        self.cgroups
             .read()
             .expect("session map poisoned")
             .get(&cgroup_id)

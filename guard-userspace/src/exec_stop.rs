@@ -17,7 +17,7 @@ use anyhow::Context as _;
 
 use crate::{
     action::Action,
-    backend::{Outcome, SessionDirectory, outcome_of, signal},
+    backend::{Outcome, SessionDirectory, ask, outcome_of, signal},
     holds::{HoldBroker, HoldRequest},
 };
 
@@ -102,7 +102,11 @@ impl ExecStop {
         };
         let verdict = policy.evaluate(&action);
         let resolution = verdict.decision.holds().then(|| {
-            self.broker.ask(
+            ask(
+                &self.broker,
+                self.sessions.as_ref(),
+                cgroup_id,
+                &policy,
                 HoldRequest {
                     session,
                     pid,
@@ -110,8 +114,6 @@ impl ExecStop {
                     verdict: verdict.clone(),
                     backend: "exec-stop",
                 },
-                policy.ask_timeout(),
-                policy.timeout_decision(),
             )
         });
         let outcome = outcome_of(&verdict, resolution.as_ref());

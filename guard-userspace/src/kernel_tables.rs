@@ -28,6 +28,34 @@ pub enum PathScope {
     Below,
 }
 
+/// What a policy compiles to for the kernel (`Policy::kernel_tables()`
+/// returns one): everything listed needs a decision in userspace or is
+/// refused; everything else never leaves the kernel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelRuleSet {
+    /// Trees whose changes (unlink, rmdir, rename, truncate, writable open) are held.
+    pub protected_trees: Vec<PathBuf>,
+    /// Single files whose changes are held.
+    pub protected_files: Vec<PathBuf>,
+    /// Trees where nothing is held even when unmatched files are (the workspace).
+    pub allowed_trees: Vec<PathBuf>,
+    /// Connects held: (address, prefix bits, port or any).
+    pub held_endpoints: Vec<(IpAddr, u8, Option<u16>)>,
+    /// Connects refused in the kernel.
+    pub denied_endpoints: Vec<(IpAddr, u8, Option<u16>)>,
+    /// Unix socket paths whose connect is held.
+    pub held_unix_sockets: Vec<PathBuf>,
+    /// Program base names stopped at exec.
+    pub watched_programs: Vec<String>,
+}
+
+/// Every file op a protected tree holds.
+pub const FILE_OPS: u32 = EventKind::Unlink.bit()
+    | EventKind::Rmdir.bit()
+    | EventKind::Rename.bit()
+    | EventKind::Truncate.bit()
+    | EventKind::OpenWrite.bit();
+
 /// The pinned rule, grant and held-task maps.
 pub struct KernelTables {
     pin: PathBuf,
@@ -95,6 +123,41 @@ impl KernelTables {
     /// execve(2); for a script that is the script, not its interpreter.
     pub fn watch_exec(&mut self, session: u64, name: &str, rule: Rule) -> anyhow::Result<()> {
         self.execs.insert(exec_key(session, name)?, rule, 0)?;
+        Ok(())
+    }
+
+    /// Installs a compiled rule set for a session (on top of what is there).
+    pub fn install(&mut self, session: u64, rules: &KernelRuleSet) -> anyhow::Result<()> {
+        let hold = |mask| Rule {
+            hold: mask,
+            deny: 0,
+        };
+        for p in &rules.allowed_trees {
+            self.set_path_rule(session, p, PathScope::Below, Rule::ALLOW)?;
+        }
+        for p in &rules.protected_trees {
+            self.set_path_rule(session, p, PathScope::Below, hold(FILE_OPS))?;
+            self.set_path_rule(session, p, PathScope::Exact, hold(FILE_OPS))?;
+        }
+        for p in &rules.protected_files {
+            self.set_path_rule(session, p, PathScope::Exact, hold(FILE_OPS))?;
+        }
+        for p in &rules.held_unix_sockets {
+            self.set_path_rule(session, p, PathScope::Exact, hold(EventKind::Connect.bit()))?;
+        }
+        for &(addr, bits, port) in &rules.held_endpoints {
+            self.set_endpoint_rule(session, addr, bits, port, hold(EventKind::Connect.bit()))?;
+        }
+        for &(addr, bits, port) in &rules.denied_endpoints {
+            let deny = Rule {
+                hold: 0,
+                deny: EventKind::Connect.bit(),
+            };
+            self.set_endpoint_rule(session, addr, bits, port, deny)?;
+        }
+        for name in &rules.watched_programs {
+            self.watch_exec(session, name, hold(EventKind::Exec.bit()))?;
+        }
         Ok(())
     }
 

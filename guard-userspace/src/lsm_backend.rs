@@ -17,7 +17,7 @@ use guard_common::{EventKind, HeldTask};
 
 use crate::{
     action::{Action, Endpoint},
-    backend::{ONCE_GRANT_TTL, Outcome, SessionDirectory, outcome_of, signal},
+    backend::{ONCE_GRANT_TTL, Outcome, SessionDirectory, ask, outcome_of, signal},
     events::{KernelEvent, KernelVerdict},
     exec_stop::{ExecStop, process_state, tell},
     holds::{GrantScope, HoldBroker, HoldRequest},
@@ -105,7 +105,11 @@ impl LsmBackend {
             verdict.reason = format!("path too long to resolve in full: {}", verdict.reason);
         }
         let resolution = verdict.decision.holds().then(|| {
-            self.broker.ask(
+            ask(
+                &self.broker,
+                self.sessions.as_ref(),
+                session_id,
+                &policy,
                 HoldRequest {
                     session,
                     pid,
@@ -113,8 +117,6 @@ impl LsmBackend {
                     verdict: verdict.clone(),
                     backend: "lsm",
                 },
-                policy.ask_timeout(),
-                policy.timeout_decision(),
             )
         });
         let outcome = outcome_of(&verdict, resolution.as_ref());

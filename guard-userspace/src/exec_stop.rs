@@ -66,6 +66,36 @@ pub fn process_state(pid: u32) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
+/// One process in a parent chain (for audit records and the approval prompt).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProcessLink {
+    pub pid: u32,
+    pub comm: String,
+}
+
+/// `pid` and its ancestors, nearest first, read from /proc (at most 64).
+pub fn process_chain(pid: u32) -> Vec<ProcessLink> {
+    let mut chain = Vec::new();
+    let mut current = pid;
+    while current > 0 && chain.len() < 64 {
+        let Ok(stat) = fs::read_to_string(format!("/proc/{current}/stat")) else {
+            break;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            break;
+        };
+        let comm = stat[open + 1..close].to_owned();
+        let ppid = stat[close + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        chain.push(ProcessLink { pid: current, comm });
+        current = ppid;
+    }
+    chain
+}
+
 /// Writes one line to the process's stderr (best effort: a closed or
 /// socket stderr cannot be reopened through /proc).
 pub fn tell(pid: u32, line: &str) {
@@ -177,6 +207,15 @@ mod tests {
             ]
         );
         assert!(split_cmdline(b"").is_empty());
+    }
+
+    #[test]
+    fn chain_starts_here_and_climbs_to_the_top() {
+        let chain = process_chain(std::process::id());
+        assert_eq!(chain[0].pid, std::process::id());
+        assert!(chain.len() >= 2, "{chain:?}");
+        assert!(chain.windows(2).all(|w| w[0].pid != w[1].pid), "{chain:?}");
+        assert!(process_chain(u32::MAX).is_empty());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod btf_offsets;
 pub mod cgroup;
 pub mod cli;
 pub mod decision;
+pub mod enforcer;
 pub mod events;
 pub mod exec_stop;
 pub mod holds;

@@ -11,8 +11,9 @@ mod kernel_harness;
 use std::{
     ffi::CString,
     io::Write as _,
-    net::{SocketAddrV4, TcpListener},
+    net::{SocketAddr, TcpListener},
     os::unix::ffi::OsStrExt as _,
+    os::unix::net::UnixListener,
     path::{Path, PathBuf},
     process::Stdio,
     sync::Arc,
@@ -113,7 +114,7 @@ fn protected_rm_is_held_and_finishes_after_approval() {
     let status = wait_exit(&mut child, Duration::from_secs(20), "approved rm");
     assert_eq!(status.code(), Some(0), "rm: {}", stderr_of(&mut child));
     assert!(!db.exists(), "approved rm must remove the file");
-    let stats = t.e.set.stats().unwrap();
+    let stats = t.e.enforcer.stats().unwrap();
     assert!(stats.held >= 1 && stats.grants_used >= 1, "{stats:?}");
     drop(t.scratch);
 }
@@ -171,7 +172,7 @@ fn stray_sigcont_does_not_release_a_hold() {
         "the restarted syscall must not open a second hold"
     );
     assert!(
-        t.e.set.stats().unwrap().held >= 4,
+        t.e.enforcer.stats().unwrap().held >= 4,
         "each SIGCONT re-stops the task"
     );
     t.e.approve(&hold);
@@ -263,7 +264,7 @@ fn workspace_churn_never_leaves_the_kernel() {
         "ordinary actions must not reach userspace: {:#?}",
         t.e.events.lock().unwrap()
     );
-    let stats = t.e.set.stats().unwrap();
+    let stats = t.e.enforcer.stats().unwrap();
     assert_eq!(stats.held, 0, "{stats:?}");
     // Straight to fd 2: libtest hides eprintln! of passing tests.
     let _ = writeln!(
@@ -272,18 +273,10 @@ fn workspace_churn_never_leaves_the_kernel() {
     );
 }
 
-/// Forks a child that joins the session and connects to `addr`; returns
-/// 0 on success or the errno.
-fn connect_in_session(cg: &TestCgroup, addr: SocketAddrV4) -> i32 {
+/// Forks a child that joins the session and runs `body` (which may only
+/// make async-signal-safe calls); returns its exit code.
+fn in_session_child(cg: &TestCgroup, body: impl FnOnce() -> i32) -> i32 {
     let procs = CString::new(cg.cgroup.path().join("cgroup.procs").as_os_str().as_bytes()).unwrap();
-    let sa = libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*addr.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
     // SAFETY: the child only calls async-signal-safe functions, then _exit.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
@@ -293,25 +286,87 @@ fn connect_in_session(cg: &TestCgroup, addr: SocketAddrV4) -> i32 {
                 libc::_exit(200);
             }
             libc::close(fd);
-            let s = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-            let rc = libc::connect(
-                s,
-                (&sa as *const libc::sockaddr_in).cast(),
-                size_of::<libc::sockaddr_in>() as u32,
-            );
-            libc::_exit(if rc == 0 {
-                0
-            } else {
-                *libc::__errno_location()
-            });
+            libc::_exit(body());
         }
     }
     assert!(pid > 0, "fork failed");
     let mut status = 0;
     // SAFETY: waiting for our own child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert!(libc::WIFEXITED(status), "connect child died: {status:#x}");
+    assert!(libc::WIFEXITED(status), "session child died: {status:#x}");
     libc::WEXITSTATUS(status)
+}
+
+/// connect(2) on a fresh socket: 0 or the errno.
+fn connect_raw(family: i32, addr: *const libc::sockaddr, len: usize) -> i32 {
+    // SAFETY: `addr` points to a live sockaddr of `len` bytes.
+    unsafe {
+        let s = libc::socket(family, libc::SOCK_STREAM, 0);
+        if libc::connect(s, addr, len as u32) == 0 {
+            0
+        } else {
+            *libc::__errno_location()
+        }
+    }
+}
+
+/// Connects to `addr` from a child in the session: 0 or the errno.
+fn connect_in_session(cg: &TestCgroup, addr: SocketAddr) -> i32 {
+    match addr {
+        SocketAddr::V4(a) => {
+            let sa = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*a.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            in_session_child(cg, || {
+                connect_raw(
+                    libc::AF_INET,
+                    (&sa as *const libc::sockaddr_in).cast(),
+                    size_of_val(&sa),
+                )
+            })
+        }
+        SocketAddr::V6(a) => {
+            let sa = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as u16,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            in_session_child(cg, || {
+                connect_raw(
+                    libc::AF_INET6,
+                    (&sa as *const libc::sockaddr_in6).cast(),
+                    size_of_val(&sa),
+                )
+            })
+        }
+    }
+}
+
+/// Connects to a unix socket path from a child in the session.
+fn connect_unix_in_session(cg: &TestCgroup, path: &Path) -> i32 {
+    let mut sa = libc::sockaddr_un {
+        sun_family: libc::AF_UNIX as u16,
+        sun_path: [0; 108],
+    };
+    for (d, s) in sa.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    in_session_child(cg, || {
+        connect_raw(
+            libc::AF_UNIX,
+            (&sa as *const libc::sockaddr_un).cast(),
+            size_of_val(&sa),
+        )
+    })
 }
 
 #[test]
@@ -419,7 +474,7 @@ fn pending_hold_survives_a_controller_restart() {
     }
     drop(first_set);
     let first_pin = PinDir::persistent(&pin_path).unwrap();
-    let first = Enforced::start_pinned(
+    let first = Enforced::with_pin(
         "vm-restart",
         cg.clone(),
         first_pin,
@@ -451,7 +506,7 @@ fn pending_hold_survives_a_controller_restart() {
     assert_stopped(pid);
     assert!(db.exists(), "the hold must outlive its controller");
 
-    let second = Enforced::start_pinned(
+    let second = Enforced::with_pin(
         "vm-restart",
         cg.clone(),
         PinDir::persistent(&pin_path).unwrap(),
@@ -460,9 +515,9 @@ fn pending_hold_survives_a_controller_restart() {
         policy(),
     );
     assert!(
-        second.set.reports.iter().all(|r| r.reused),
+        second.enforcer.reports().iter().all(|r| r.reused),
         "the pinned programs must be reused: {:?}",
-        second.set.reports
+        second.enforcer.reports()
     );
     let held = second.backends.lsm.recover(&second.backends.exec);
     assert!(
@@ -479,4 +534,153 @@ fn pending_hold_survives_a_controller_restart() {
     assert!(!db.exists());
     drop(second);
     PinDir::persistent(&pin_path).unwrap().remove_all().unwrap();
+}
+
+#[test]
+fn ipv6_and_unix_socket_rules_apply_to_their_endpoints_only() {
+    require_root();
+    let Some(e) = Enforced::start_lsm(
+        "vm-connect6",
+        &[Probe::LsmConnect],
+        session_flags::WATCH_CONNECT,
+        Policy::embedded_default(),
+    ) else {
+        return;
+    };
+    let scratch = Scratch::new("vm-connect6");
+    let sock = std::fs::canonicalize(&scratch.dir)
+        .unwrap()
+        .join("docker.sock");
+    let other_sock = sock.with_file_name("other.sock");
+    let _unix = UnixListener::bind(&sock).expect("binding docker.sock");
+    let _other = UnixListener::bind(&other_sock).expect("binding other.sock");
+    let v6 = TcpListener::bind("[::1]:5434").expect("listening on [::1]:5434");
+    let v6_ok = TcpListener::bind("[::1]:5435").expect("listening on [::1]:5435");
+    let deny = Rule {
+        hold: 0,
+        deny: EventKind::Connect.bit(),
+    };
+    {
+        let mut t = e.tables.lock().unwrap();
+        t.set_endpoint_rule(e.session, "::1".parse().unwrap(), 128, Some(5434), deny)
+            .unwrap();
+        t.set_path_rule(e.session, &sock, PathScope::Exact, deny)
+            .unwrap();
+    }
+    assert_eq!(
+        connect_in_session(&e.cg, "[::1]:5434".parse().unwrap()),
+        libc::EPERM
+    );
+    assert_eq!(connect_in_session(&e.cg, "[::1]:5435".parse().unwrap()), 0);
+    assert_eq!(connect_unix_in_session(&e.cg, &sock), libc::EPERM);
+    assert_eq!(connect_unix_in_session(&e.cg, &other_sock), 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let events = e.events.lock().unwrap().clone();
+    assert_eq!(
+        events.len(),
+        2,
+        "only the two refused connects are reported: {events:#?}"
+    );
+    assert!(events.iter().any(|ev| matches!(ev, KernelEvent::Connect { endpoint: guard::action::Endpoint::Unix { path }, .. } if path == &sock)));
+    drop((v6, v6_ok));
+}
+
+/// The hold names the object's real path however it was reached: through a
+/// symlinked directory, `..`, or /proc/self/root.
+#[test]
+fn holds_name_the_resolved_path_not_the_spelling() {
+    let Some(t) = protected_tree("vm-spelling") else {
+        return;
+    };
+    let link = t.protected.with_file_name("innocent-link");
+    std::os::unix::fs::symlink(&t.protected, &link).unwrap();
+    let spellings = [
+        link.join("a"),
+        t.protected.join("../protected/b"),
+        PathBuf::from(format!(
+            "/proc/self/root{}",
+            t.protected.join("c").display()
+        )),
+    ];
+    for (name, spelled) in ["a", "b", "c"].iter().zip(&spellings) {
+        let real = t.protected.join(name);
+        std::fs::write(&real, b"x").unwrap();
+        let mut child = rm(&t.e, spelled);
+        let hold = held_unlink_of(&t.e, &real);
+        t.e.deny(&hold);
+        assert_ne!(
+            wait_exit(&mut child, Duration::from_secs(20), "rm").code(),
+            Some(0)
+        );
+        assert!(
+            real.exists(),
+            "{} reached the protected file",
+            spelled.display()
+        );
+    }
+}
+
+/// Names with spaces, newlines and non-UTF-8 bytes arrive byte-exact.
+#[test]
+fn odd_file_names_arrive_byte_exact() {
+    let Some(t) = protected_tree("vm-odd-names") else {
+        return;
+    };
+    use std::os::unix::ffi::OsStrExt as _;
+    let name = std::ffi::OsStr::from_bytes(b"we ird\nna\xffme");
+    let real = t.protected.join(name);
+    std::fs::write(&real, b"x").unwrap();
+    let mut child = session_command(&t.e.cg, &["rm"])
+        .arg(&real)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let hold = held_unlink_of(&t.e, &real);
+    t.e.approve(&hold);
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(20), "rm").code(),
+        Some(0)
+    );
+    assert!(!real.exists());
+}
+
+/// A path too deep to resolve in full is held even where nothing is
+/// protected, and policy is not allowed to pass it unseen.
+#[test]
+fn too_deep_path_is_held_for_a_person() {
+    let Some(t) = protected_tree("vm-deep") else {
+        return;
+    };
+    let mut deep = std::fs::canonicalize(&t.scratch.dir).unwrap().join("work");
+    for _ in 0..70 {
+        deep.push("d");
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    let file = deep.join("f");
+    std::fs::write(&file, b"x").unwrap();
+    let mut child = rm(&t.e, &file);
+    let hold = t.e.wait_hold(Duration::from_secs(20));
+    assert!(
+        hold.request.verdict.reason.contains("too long to resolve"),
+        "{:?}",
+        hold.request.verdict
+    );
+    let event_truncated = t.e.events.lock().unwrap().iter().any(|e| {
+        matches!(
+            e,
+            KernelEvent::File {
+                truncated: true,
+                ..
+            }
+        )
+    });
+    assert!(
+        event_truncated,
+        "the kernel must flag the path as truncated"
+    );
+    t.e.approve(&hold);
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(20), "rm").code(),
+        Some(0)
+    );
 }

@@ -7,31 +7,26 @@ use std::{
     fs,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread::JoinHandle,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use guard::{
-    backend::{Backends, EventObserver, SessionMap},
+    backend::{Backends, EventObserver},
+    enforcer::Enforcer,
     events::KernelEvent,
-    exec_stop::{ExecStop, process_state},
+    exec_stop::process_state,
     holds::{GrantScope, Hold, HoldBroker, Resolution},
-    kernel_tables::KernelTables,
-    lsm_backend::LsmBackend,
+    kernel_tables::{KernelRuleSet, KernelTables},
     pin::PinDir,
     policy::Policy,
     programs::{Probe, ProgramSet},
 };
-use guard_common::SessionConfig;
 use guard_tests::TestCgroup;
 
-/// A guarded test session.
+/// A guarded test session, enforced the way a controller does it.
 pub struct Enforced {
-    pub set: ProgramSet,
+    pub enforcer: Enforcer,
     pub cg: Arc<TestCgroup>,
     pub session: u64,
     pub broker: Arc<HoldBroker>,
@@ -39,8 +34,6 @@ pub struct Enforced {
     pub backends: Arc<Backends>,
     /// Every event that reached userspace.
     pub events: Arc<Mutex<Vec<KernelEvent>>>,
-    stop: Arc<AtomicBool>,
-    reader: Option<JoinHandle<()>>,
 }
 
 impl Enforced {
@@ -48,14 +41,41 @@ impl Enforced {
     /// `flags` and `policy`, and starts the event reader.
     pub fn start(tag: &str, probes: &[Probe], flags: u32, policy: Policy) -> Self {
         let cg = Arc::new(TestCgroup::new(tag));
-        let depth = cg.cgroup.depth().expect("cgroup depth");
-        let set = ProgramSet::load(depth, probes).expect("loading guard's programs");
-        Self::with_set(tag, cg, set, probes, flags, policy)
+        let e = Self::with_pin(
+            tag,
+            cg,
+            PinDir::ephemeral().expect("pin dir"),
+            probes,
+            flags,
+            policy,
+        );
+        for &p in probes {
+            e.enforcer
+                .program_set()
+                .require(p)
+                .unwrap_or_else(|err| panic!("{p} must attach here: {err:#}"));
+        }
+        e
+    }
+
+    /// Starts a session whose probes need BPF LSM. Outside the VM tier a
+    /// kernel without it is reported as a skip (None); inside it is a failure.
+    pub fn start_lsm(test: &str, probes: &[Probe], flags: u32, policy: Policy) -> Option<Self> {
+        let cg = Arc::new(TestCgroup::new(test));
+        let e = Self::with_pin(
+            test,
+            cg,
+            PinDir::ephemeral().expect("pin dir"),
+            probes,
+            flags,
+            policy,
+        );
+        lsm_attached(test, e.enforcer.program_set(), probes).then_some(e)
     }
 
     /// Like [`Enforced::start`], with maps and links pinned in `pin` (a
     /// daemon's view: dropping this leaves the programs attached).
-    pub fn start_pinned(
+    pub fn with_pin(
         tag: &str,
         cg: Arc<TestCgroup>,
         pin: PinDir,
@@ -64,55 +84,31 @@ impl Enforced {
         policy: Policy,
     ) -> Self {
         let depth = cg.cgroup.depth().expect("cgroup depth");
-        let set = ProgramSet::load_pinned(pin, depth, probes).expect("loading guard's programs");
-        Self::with_set(tag, cg, set, probes, flags, policy)
-    }
-
-    fn with_set(
-        tag: &str,
-        cg: Arc<TestCgroup>,
-        mut set: ProgramSet,
-        probes: &[Probe],
-        flags: u32,
-        policy: Policy,
-    ) -> Self {
-        for &p in probes {
-            set.require(p)
-                .unwrap_or_else(|e| panic!("{p} must attach here: {e:#}"));
-        }
-        let session = cg.cgroup.id().expect("cgroup id");
-        set.sessions()
-            .expect("sessions map")
-            .insert(session, SessionConfig { flags, _pad: 0 }, 0)
-            .expect("adding the session");
-        let tables = Arc::new(Mutex::new(set.tables().expect("opening kernel tables")));
         let broker = HoldBroker::new();
-        let sessions = SessionMap::new();
-        sessions.insert(session, tag, Arc::new(policy));
-        let lsm = LsmBackend::new(tables.clone(), broker.clone(), sessions.clone());
-        let exec = Arc::new(ExecStop {
-            broker: broker.clone(),
-            sessions,
-        });
-        let backends = Arc::new(Backends { lsm, exec });
         let events = Arc::new(Mutex::new(Vec::new()));
         let seen = events.clone();
         let observer: EventObserver = Arc::new(Mutex::new(move |e: &KernelEvent| {
             seen.lock().unwrap().push(e.clone())
         }));
-        let stop = Arc::new(AtomicBool::new(false));
-        let ring = set.take_events().expect("event ring");
-        let reader = backends.clone().spawn_reader(ring, stop.clone(), observer);
+        let mut enforcer = Enforcer::start(pin, depth, probes, broker.clone(), Some(observer))
+            .expect("starting kernel enforcement");
+        let session = enforcer
+            .add_session(
+                &cg.cgroup,
+                tag,
+                Arc::new(policy),
+                flags,
+                &KernelRuleSet::default(),
+            )
+            .expect("adding the session");
         Self {
-            set,
+            tables: enforcer.tables.clone(),
+            backends: enforcer.backends.clone(),
+            enforcer,
             cg,
             session,
             broker,
-            tables,
-            backends,
             events,
-            stop,
-            reader: Some(reader),
         }
     }
 
@@ -157,27 +153,6 @@ impl Enforced {
 
     pub fn event_count(&self) -> usize {
         self.events.lock().unwrap().len()
-    }
-
-    /// Starts a session whose probes need BPF LSM. Outside the VM tier a
-    /// kernel without it is reported as a skip (None); inside it is a failure.
-    pub fn start_lsm(test: &str, probes: &[Probe], flags: u32, policy: Policy) -> Option<Self> {
-        let cg = Arc::new(TestCgroup::new(test));
-        let set = ProgramSet::load(cg.cgroup.depth().unwrap(), probes)
-            .expect("loading guard's eBPF object");
-        if !lsm_attached(test, &set, probes) {
-            return None;
-        }
-        Some(Self::with_set(test, cg, set, probes, flags, policy))
-    }
-}
-
-impl Drop for Enforced {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
     }
 }
 

@@ -18,13 +18,17 @@ pub struct VmTestArgs {
     #[arg(long, value_enum, default_value = "all")]
     pub kernel: KernelChoice,
     /// Seconds one boot may take, tests included, before QEMU is killed.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub timeout: u64,
+    /// Seconds one test binary may run inside the VM before it is killed
+    /// (SIGKILL) and counted as failed; the binaries after it still run.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub test_timeout: u64,
     /// Run only the test binaries whose name starts with this (tests/tests/<name>.rs).
-    #[arg(long, default_value = "vm_")]
+    #[arg(long, value_name = "PREFIX", default_value = "vm_")]
     pub tests: String,
     /// The kernel's lsm= list. Leave out bpf to see the tier refuse to run.
-    #[arg(long, default_value = qemu::DEFAULT_LSM)]
+    #[arg(long, value_name = "LIST", default_value = qemu::DEFAULT_LSM, value_parser = parse_lsm_list)]
     pub lsm: String,
 }
 
@@ -33,9 +37,26 @@ impl Default for VmTestArgs {
         Self {
             kernel: KernelChoice::All,
             timeout: 600,
+            test_timeout: 300,
             tests: "vm_".into(),
             lsm: qemu::DEFAULT_LSM.into(),
         }
+    }
+}
+
+/// An lsm= list goes on the kernel command line: names and commas only.
+fn parse_lsm_list(list: &str) -> Result<String, String> {
+    let valid = !list.is_empty()
+        && list.split(',').all(|name| {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        });
+    if valid {
+        Ok(list.to_string())
+    } else {
+        Err("expected comma-separated LSM names such as lockdown,capability,landlock,bpf".into())
     }
 }
 
@@ -78,7 +99,7 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
         .context("guard binary outside a target directory")?
         .join("vm");
     let step = Instant::now();
-    let initrd = initramfs::build(&out_dir, &binaries)?;
+    let initrd = initramfs::build(&out_dir, &binaries, args.test_timeout)?;
     println!(
         "xtask: vm: initramfs {} ({:.1} MB, {} test binaries: {}) in {:.1}s",
         initrd.path.display(),
@@ -144,4 +165,17 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
         bail!("VM tier failed:\n  {}", failures.join("\n  "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsm_list_cannot_smuggle_kernel_arguments() {
+        assert!(parse_lsm_list("lockdown,capability,landlock,bpf").is_ok());
+        assert!(parse_lsm_list("bpf init=/bin/sh").is_err());
+        assert!(parse_lsm_list("bpf,,yama").is_err());
+        assert!(parse_lsm_list("").is_err());
+    }
 }

@@ -3,6 +3,8 @@
 # insists on BPF LSM, runs each test binary listed in /etc/guard-vm/tests, prints
 # one GUARD-VM-RESULT line for `cargo xtask vm-test` to parse, and powers off.
 
+# End the firmware's unterminated "Booting from ROM..." line.
+echo
 /bin/busybox mkdir -p /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=dumb
@@ -25,11 +27,11 @@ must_mount() {
     mount -t "$1" "$1" "$2" || fatal "cannot mount $1 on $2" "mount-$1"
 }
 
+# /tmp and /run stay on the root file system (already in RAM): a tmpfs mounted
+# over /tmp would hide binaries built under a CARGO_TARGET_DIR in /tmp.
 must_mount proc /proc
 must_mount sysfs /sys
 must_mount devtmpfs /dev
-must_mount tmpfs /tmp
-must_mount tmpfs /run
 must_mount securityfs /sys/kernel/security
 must_mount bpf /sys/fs/bpf
 must_mount cgroup2 /sys/fs/cgroup
@@ -55,13 +57,19 @@ while read -r name path <&3; do
     [ -n "$name" ] || continue
     echo "GUARD-VM-TEST start $name"
     start=$(date +%s)
-    if "$path" --test-threads=1 </dev/null; then
+    # A hung binary is killed so the ones after it still run.
+    timeout -s KILL "$GUARD_VM_TEST_TIMEOUT" "$path" --test-threads=1 </dev/null
+    rc=$?
+    took=$(($(date +%s) - start))
+    if [ "$rc" -eq 0 ]; then
         passed=$((passed + 1))
-        echo "GUARD-VM-TEST pass $name $(($(date +%s) - start))s"
+        echo "GUARD-VM-TEST pass $name ${took}s"
     else
         failed=$((failed + 1))
         failed_names="$failed_names${failed_names:+,}$name"
-        echo "GUARD-VM-TEST FAIL $name $(($(date +%s) - start))s"
+        why="exit status $rc"
+        [ "$rc" -eq 137 ] && why="killed (SIGKILL; the per-binary limit is ${GUARD_VM_TEST_TIMEOUT}s)"
+        echo "GUARD-VM-TEST FAIL $name ${took}s: $why"
     fi
 done 3< /etc/guard-vm/tests
 

@@ -123,7 +123,11 @@ fn executable_artifact(line: &str) -> Option<Artifact> {
 }
 
 /// Writes the initramfs to `<out_dir>/initramfs.cpio`.
-pub fn build(out_dir: &Path, binaries: &Binaries) -> anyhow::Result<Initramfs> {
+pub fn build(
+    out_dir: &Path,
+    binaries: &Binaries,
+    test_timeout_secs: u64,
+) -> anyhow::Result<Initramfs> {
     let guard = binaries.guard.as_path();
     let tests = binaries.tests.as_slice();
     let stage = out_dir.join("stripped");
@@ -210,7 +214,10 @@ pub fn build(out_dir: &Path, binaries: &Binaries) -> anyhow::Result<Initramfs> {
             target: guard.to_str().context("non-UTF-8 guard path")?.to_string(),
         },
     )?;
-    let env = format!("export GUARD_BIN='{}'\n", guard.display());
+    let env = format!(
+        "export GUARD_BIN='{}'\nGUARD_VM_TEST_TIMEOUT={test_timeout_secs}\n",
+        guard.display()
+    );
     let mut list = String::new();
     for test in tests {
         list.push_str(&format!("{} {}\n", test.name, test.path.display()));
@@ -315,6 +322,28 @@ fn parse_ldd(text: &str) -> anyhow::Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn init_script_is_valid_shell() {
+        let mut child = Command::new(BUSYBOX)
+            .args(["sh", "-n"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("busybox-static is installed by scripts/setup.sh");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(INIT.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "init.sh: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 
     #[test]
     fn ldd_output_names_libraries_and_loader() {

@@ -33,6 +33,9 @@ pub enum PathScope {
 /// refused; everything else never leaves the kernel.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KernelRuleSet {
+    /// File ops held on paths no other entry covers (a rule on `/`; longer
+    /// prefixes such as the workspace override it).
+    pub unmatched_file_hold: u32,
     /// Trees whose changes (unlink, rmdir, rename, truncate, writable open) are held.
     pub protected_trees: Vec<PathBuf>,
     /// Single files whose changes are held.

@@ -684,3 +684,61 @@ fn too_deep_path_is_held_for_a_person() {
         Some(0)
     );
 }
+
+/// A compiled rule set: outside the workspace every unlink goes to policy
+/// (here it allows, so no person is asked); inside it nothing leaves the kernel.
+#[test]
+fn outside_the_workspace_goes_to_policy_inside_stays_in_the_kernel() {
+    require_root();
+    let Some(e) = Enforced::start_lsm(
+        "vm-outside",
+        &Probe::LSM,
+        session_flags::WATCH_FILES,
+        Policy::embedded_default(),
+    ) else {
+        return;
+    };
+    let scratch = Scratch::new("vm-outside");
+    let root = std::fs::canonicalize(&scratch.dir).unwrap();
+    let (work, outside) = (root.join("work"), root.join("outside"));
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let rules = guard::kernel_tables::KernelRuleSet {
+        unmatched_file_hold: guard::kernel_tables::FILE_OPS & !EventKind::OpenWrite.bit(),
+        allowed_trees: vec![work.clone()],
+        ..Default::default()
+    };
+    e.enforcer
+        .tables
+        .lock()
+        .unwrap()
+        .install(e.session, &rules)
+        .expect("installing the rule set");
+
+    let inside = work.join("a");
+    std::fs::write(&inside, b"x").unwrap();
+    assert_eq!(
+        wait_exit(&mut rm(&e, &inside), Duration::from_secs(20), "rm").code(),
+        Some(0)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(e.event_count(), 0, "{:#?}", e.events.lock().unwrap());
+
+    let out = outside.join("b");
+    std::fs::write(&out, b"x").unwrap();
+    assert_eq!(
+        wait_exit(&mut rm(&e, &out), Duration::from_secs(20), "rm").code(),
+        Some(0)
+    );
+    assert!(!out.exists());
+    let events = e.events.lock().unwrap().clone();
+    assert!(
+        events.iter().any(|ev| matches!(ev, KernelEvent::File { path, verdict: KernelVerdict::Stopped, .. } if path == &out)),
+        "the outside unlink must have been held for policy: {events:#?}"
+    );
+    assert!(
+        e.broker.pending().is_empty(),
+        "policy allowed it: no person asked"
+    );
+    let _ = &mut e;
+}

@@ -13,7 +13,10 @@ pub mod session;
 
 pub use event::{ConnectEvent, EventHeader, EventKind, ExecEvent, FileEvent};
 pub use offsets::KernelOffsets;
-pub use rules::{EndpointPrefix, Grant, GrantKey, HeldTask, PathPrefix, Rule, WatchedExec};
+pub use rules::{
+    EndpointPrefix, Grant, GrantKey, HeldTask, NameLengths, NamePattern, PathPrefix, Rule,
+    WatchedExec,
+};
 pub use session::{SessionConfig, session_flags};
 
 /// Longest path the kernel programs copy, including the terminating NUL.

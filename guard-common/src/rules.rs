@@ -59,6 +59,41 @@ pub struct WatchedExec {
     pub name: [u8; EXEC_NAME_MAX + 1],
 }
 
+/// Longest name a `NAME_RULES` pattern can have.
+pub const NAME_PATTERN_MAX: usize = 30;
+
+/// How a `NAME_RULES` pattern matches a path component.
+pub mod name_match {
+    pub const EXACT: u8 = 1;
+    pub const PREFIX: u8 = 2;
+    pub const SUFFIX: u8 = 3;
+}
+
+/// Key of `NAME_RULES`: a pattern on the object's own name or its parent
+/// directory's name (`.git`, `*.tfstate`, `id_*`), per session.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NamePattern {
+    pub session: u64,
+    /// A [`name_match`] value.
+    pub kind: u8,
+    /// Bytes of `bytes` in use.
+    pub len: u8,
+    pub bytes: [u8; NAME_PATTERN_MAX],
+}
+
+/// Value of `NAME_LENGTHS` (per session): bit L is set when a prefix
+/// (suffix) pattern of L bytes exists, so the kernel looks up only those.
+/// `exact` is non-zero when any exact pattern exists.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NameLengths {
+    pub prefix: u32,
+    pub suffix: u32,
+    pub exact: u32,
+    pub _pad: u32,
+}
+
 /// Key of `GRANTS`: what a person (or policy) decided, so the restarted
 /// syscall finds it.
 #[repr(C)]
@@ -112,4 +147,6 @@ mod pod {
     unsafe impl aya::Pod for GrantKey {}
     unsafe impl aya::Pod for Grant {}
     unsafe impl aya::Pod for HeldTask {}
+    unsafe impl aya::Pod for NamePattern {}
+    unsafe impl aya::Pod for NameLengths {}
 }

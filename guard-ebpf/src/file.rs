@@ -18,6 +18,7 @@ use crate::{
     event::{emit, fill_header},
     hold::{EPERM, stop, use_grant},
     maps::{FILE_SCRATCH, PATH_RULES, PATH_SCRATCH, PathScratch, count, stat},
+    names::name_rule,
     path::{inode_id, mix, name_hash, offsets, read_u32, read_u64, resolve},
     session::current_session,
 };
@@ -125,7 +126,7 @@ fn file_hook(kind: EventKind, dir: u64, leaf: u64, to_dir: u64, to_leaf: u64) ->
     if !complete {
         flags |= path_flags::PATH_TRUNCATED;
     }
-    let rule = lookup(s, session).unwrap_or(unmatched);
+    let rule = with_names(lookup(s, session).unwrap_or(unmatched), s, session);
     let mut hold = rule.hold & bit;
     let mut deny = rule.deny & bit;
     let path_len = unsafe { copy_path(s, (*ev).path.as_mut_ptr()) };
@@ -141,7 +142,7 @@ fn file_hook(kind: EventKind, dir: u64, leaf: u64, to_dir: u64, to_leaf: u64) ->
         if !unsafe { resolve(s, &o, to_dir, to_leaf) } {
             flags |= path_flags::TARGET_TRUNCATED;
         }
-        let to_rule = lookup(s, session).unwrap_or(unmatched);
+        let to_rule = with_names(lookup(s, session).unwrap_or(unmatched), s, session);
         hold |= to_rule.hold & bit;
         deny |= to_rule.deny & bit;
         target_len = unsafe { copy_path(s, (*ev).target.as_mut_ptr()) };
@@ -185,6 +186,18 @@ fn file_hook(kind: EventKind, dir: u64, leaf: u64, to_dir: u64, to_leaf: u64) ->
     };
     emit(kind, ev);
     rc
+}
+
+/// `rule` plus whatever the session's name patterns say about the path in `s`.
+#[inline(always)]
+fn with_names(rule: Rule, s: *mut PathScratch, session: u64) -> Rule {
+    match unsafe { name_rule(s, session) } {
+        Some(named) => Rule {
+            hold: rule.hold | named.hold,
+            deny: rule.deny | named.deny,
+        },
+        None => rule,
+    }
 }
 
 /// The session's rule for the path in `s`, if one covers it.

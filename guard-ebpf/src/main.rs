@@ -7,6 +7,7 @@ mod exec;
 mod file;
 mod hold;
 mod maps;
+mod names;
 mod net;
 mod path;
 mod session;

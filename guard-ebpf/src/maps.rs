@@ -10,8 +10,8 @@ use aya_ebpf::{
 };
 use guard_common::{
     ConnectEvent, EndpointPrefix, ExecEvent, FileEvent, Grant, GrantKey, HeldTask, NAME_MAX,
-    PATH_DEPTH_MAX, PATH_MAX, PathPrefix, Rule, SessionConfig, WatchedExec, event::EVENT_KINDS,
-    session::SESSION_KEY_LEN,
+    NameLengths, NamePattern, PATH_DEPTH_MAX, PATH_MAX, PathPrefix, Rule, SessionConfig,
+    WatchedExec, event::EVENT_KINDS, session::SESSION_KEY_LEN,
 };
 
 /// cgroup v2 id of a session's cgroup -> its configuration. Filled by userspace.
@@ -34,6 +34,14 @@ pub static PATH_RULES: LpmTrie<PathPrefix, Rule> = LpmTrie::pinned(16384, 0);
 /// Endpoint (CIDR and port) rules per session.
 #[map]
 pub static ENDPOINT_RULES: LpmTrie<EndpointPrefix, Rule> = LpmTrie::pinned(4096, 0);
+
+/// Patterns on the object's name or its parent's name, per session.
+#[map]
+pub static NAME_RULES: HashMap<NamePattern, Rule> = HashMap::pinned(4096, 0);
+
+/// Which pattern lengths exist, per session (see `NameLengths`).
+#[map]
+pub static NAME_LENGTHS: HashMap<u64, NameLengths> = HashMap::pinned(4096, 0);
 
 /// Program base names whose exec stops the task, per session.
 #[map]
@@ -76,6 +84,9 @@ pub struct PathScratch {
     pub names: [u64; PATH_DEPTH_MAX],
     pub depth: u32,
     pub len: u32,
+    /// One component's name and its length, for the name patterns.
+    pub name: [u8; NAME_MAX + 32],
+    pub name_len: u32,
 }
 
 #[map]

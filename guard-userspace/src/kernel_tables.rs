@@ -14,8 +14,9 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::maps::{HashMap, Map, MapData, lpm_trie::Key, lpm_trie::LpmTrie};
 use guard_common::{
-    EndpointPrefix, EventKind, Grant, GrantKey, HeldTask, PathPrefix, Rule, WatchedExec,
-    rules::{EXEC_NAME_MAX, PATH_PREFIX_MAX, grant_verdict},
+    EndpointPrefix, EventKind, Grant, GrantKey, HeldTask, NameLengths, NamePattern, PathPrefix,
+    Rule, WatchedExec,
+    rules::{EXEC_NAME_MAX, NAME_PATTERN_MAX, PATH_PREFIX_MAX, grant_verdict, name_match},
     session::SESSION_KEY_LEN,
 };
 
@@ -50,6 +51,8 @@ pub struct KernelRuleSet {
     pub held_unix_sockets: Vec<PathBuf>,
     /// Program base names stopped at exec.
     pub watched_programs: Vec<String>,
+    /// Name patterns (on an object's name or its parent's) whose file ops are held.
+    pub protected_names: Vec<(NameMatch, String)>,
 }
 
 /// Every file op a protected tree holds.
@@ -59,12 +62,25 @@ pub const FILE_OPS: u32 = EventKind::Unlink.bit()
     | EventKind::Truncate.bit()
     | EventKind::OpenWrite.bit();
 
+/// How a name pattern matches the object's name or its parent's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameMatch {
+    /// The whole name (`.git`, `id_rsa`).
+    Exact,
+    /// The start of the name (`id_` for `id_*`).
+    Prefix,
+    /// The end of the name (`.tfstate` for `*.tfstate`).
+    Suffix,
+}
+
 /// The pinned rule, grant and held-task maps.
 pub struct KernelTables {
     pin: PathBuf,
     paths: LpmTrie<MapData, PathPrefix, Rule>,
     endpoints: LpmTrie<MapData, EndpointPrefix, Rule>,
     execs: HashMap<MapData, WatchedExec, Rule>,
+    names: HashMap<MapData, NamePattern, Rule>,
+    name_lengths: HashMap<MapData, u64, NameLengths>,
     grants: HashMap<MapData, GrantKey, Grant>,
     held: HashMap<MapData, u32, HeldTask>,
 }
@@ -83,6 +99,8 @@ impl KernelTables {
             paths: LpmTrie::try_from(open(pin, "PATH_RULES")?)?,
             endpoints: LpmTrie::try_from(open(pin, "ENDPOINT_RULES")?)?,
             execs: HashMap::try_from(open(pin, "WATCHED_EXEC")?)?,
+            names: HashMap::try_from(open(pin, "NAME_RULES")?)?,
+            name_lengths: HashMap::try_from(open(pin, "NAME_LENGTHS")?)?,
             grants: HashMap::try_from(open(pin, "GRANTS")?)?,
             held: HashMap::try_from(open(pin, "HELD")?)?,
         })
@@ -118,6 +136,27 @@ impl KernelTables {
     ) -> anyhow::Result<()> {
         let key = endpoint_key(session, addr, prefix_bits, port)?;
         self.endpoints.insert(&key, rule, 0)?;
+        Ok(())
+    }
+
+    /// Sets what the kernel does with `ops` on objects whose own name or
+    /// whose parent directory's name matches `pattern`.
+    pub fn set_name_rule(
+        &mut self,
+        session: u64,
+        how: NameMatch,
+        pattern: &str,
+        rule: Rule,
+    ) -> anyhow::Result<()> {
+        let key = name_key(session, how, pattern)?;
+        let mut lengths = self.name_lengths.get(&session, 0).unwrap_or_default();
+        match how {
+            NameMatch::Exact => lengths.exact = 1,
+            NameMatch::Prefix => lengths.prefix |= 1 << pattern.len(),
+            NameMatch::Suffix => lengths.suffix |= 1 << pattern.len(),
+        }
+        self.names.insert(key, rule, 0)?;
+        self.name_lengths.insert(session, lengths, 0)?;
         Ok(())
     }
 
@@ -157,6 +196,9 @@ impl KernelTables {
                 deny: EventKind::Connect.bit(),
             };
             self.set_endpoint_rule(session, addr, bits, port, deny)?;
+        }
+        for (how, pattern) in &rules.protected_names {
+            self.set_name_rule(session, *how, pattern, hold(FILE_OPS))?;
         }
         for name in &rules.watched_programs {
             self.watch_exec(session, name, hold(EventKind::Exec.bit()))?;
@@ -235,6 +277,16 @@ impl KernelTables {
         for k in execs {
             let _ = self.execs.remove(&k);
         }
+        let names: Vec<_> = self
+            .names
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.session == session)
+            .collect();
+        for k in names {
+            let _ = self.names.remove(&k);
+        }
+        let _ = self.name_lengths.remove(&session);
         let grants: Vec<_> = self
             .grants
             .keys()
@@ -314,6 +366,30 @@ pub fn endpoint_key(
     ))
 }
 
+/// The `NAME_RULES` key of a pattern.
+pub fn name_key(session: u64, how: NameMatch, pattern: &str) -> anyhow::Result<NamePattern> {
+    if pattern.is_empty() || pattern.contains('/') || pattern.contains('\0') {
+        bail!("name pattern {pattern:?} must be one path component (no '/', not empty)");
+    }
+    if pattern.len() > NAME_PATTERN_MAX {
+        bail!(
+            "name pattern {pattern:?} is longer than {NAME_PATTERN_MAX} bytes; the kernel cannot match it"
+        );
+    }
+    let mut key = NamePattern {
+        session,
+        kind: match how {
+            NameMatch::Exact => name_match::EXACT,
+            NameMatch::Prefix => name_match::PREFIX,
+            NameMatch::Suffix => name_match::SUFFIX,
+        },
+        len: pattern.len() as u8,
+        bytes: [0; NAME_PATTERN_MAX],
+    };
+    key.bytes[..pattern.len()].copy_from_slice(pattern.as_bytes());
+    Ok(key)
+}
+
 pub fn exec_key(session: u64, name: &str) -> anyhow::Result<WatchedExec> {
     if name.is_empty() || name.contains('/') || name.contains('\0') {
         bail!("watched program {name:?} must be a base name (no '/', not empty)");
@@ -372,6 +448,16 @@ mod tests {
         assert_eq!(k.prefix_len(), 80 + 96 + 8);
         assert_eq!(k.data().port, [0, 0]);
         assert!(endpoint_key(1, "10.0.0.0".parse().unwrap(), 33, None).is_err());
+    }
+
+    #[test]
+    fn name_patterns_are_single_components_that_fit() {
+        let k = name_key(3, NameMatch::Suffix, ".tfstate").unwrap();
+        assert_eq!((k.kind, k.len), (name_match::SUFFIX, 8));
+        assert_eq!(&k.bytes[..9], b".tfstate\0");
+        assert!(name_key(3, NameMatch::Exact, ".git/x").is_err());
+        assert!(name_key(3, NameMatch::Prefix, "").is_err());
+        assert!(name_key(3, NameMatch::Exact, &"n".repeat(31)).is_err());
     }
 
     #[test]

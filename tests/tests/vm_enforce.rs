@@ -740,5 +740,59 @@ fn outside_the_workspace_goes_to_policy_inside_stays_in_the_kernel() {
         e.broker.pending().is_empty(),
         "policy allowed it: no person asked"
     );
-    let _ = &mut e;
+}
+
+/// Name patterns hold what no prefix describes: `*.tfstate` anywhere and
+/// anything directly in a `.git` directory; other files never leave the kernel.
+#[test]
+fn name_patterns_send_matching_files_to_policy() {
+    use guard::kernel_tables::{KernelRuleSet, NameMatch};
+    require_root();
+    let Some(e) = Enforced::start_lsm(
+        "vm-names",
+        &Probe::LSM,
+        session_flags::WATCH_FILES,
+        Policy::embedded_default(),
+    ) else {
+        return;
+    };
+    let scratch = Scratch::new("vm-names");
+    let root = std::fs::canonicalize(&scratch.dir).unwrap();
+    std::fs::create_dir_all(root.join("infra/.git")).unwrap();
+    let rules = KernelRuleSet {
+        protected_names: vec![
+            (NameMatch::Suffix, ".tfstate".into()),
+            (NameMatch::Exact, ".git".into()),
+        ],
+        ..Default::default()
+    };
+    e.tables.lock().unwrap().install(e.session, &rules).unwrap();
+    let state = root.join("infra/prod.tfstate");
+    let config = root.join("infra/.git/config");
+    let plain = root.join("infra/main.tf");
+    for f in [&state, &config, &plain] {
+        std::fs::write(f, b"x").unwrap();
+        assert_eq!(
+            wait_exit(&mut rm(&e, f), Duration::from_secs(20), "rm").code(),
+            Some(0)
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let held: Vec<PathBuf> = e
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|ev| match ev {
+            KernelEvent::File {
+                path,
+                verdict: KernelVerdict::Stopped,
+                ..
+            } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(held.contains(&state), "*.tfstate was not held: {held:?}");
+    assert!(held.contains(&config), ".git/config was not held: {held:?}");
+    assert!(!held.contains(&plain), "main.tf left the kernel: {held:?}");
 }

@@ -24,6 +24,8 @@ pub struct KernelOffsets {
     pub file_f_path: u32,
     pub file_f_flags: u32,
     pub file_f_mode: u32,
+    pub task_struct_pid: u32,
+    pub task_struct_tgid: u32,
 }
 
 #[cfg(feature = "user")]

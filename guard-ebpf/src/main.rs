@@ -11,6 +11,7 @@ mod names;
 mod net;
 mod path;
 mod session;
+mod signal;
 
 #[cfg(not(test))]
 #[panic_handler]

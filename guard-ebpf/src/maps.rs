@@ -56,6 +56,11 @@ pub static GRANTS: HashMap<GrantKey, Grant> = HashMap::pinned(8192, 0);
 #[map]
 pub static HELD: HashMap<u32, HeldTask> = HashMap::pinned(8192, 0);
 
+/// Thread group ids of guard's own processes (the daemon, the session
+/// supervisor): session tasks may not signal them.
+#[map]
+pub static GUARD_PIDS: HashMap<u32, u32> = HashMap::pinned(256, 0);
+
 /// Per-kind counters of what the programs did (see [`stat`]).
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(stat::COUNT, 0);
@@ -69,7 +74,9 @@ pub mod stat {
     pub const DENIED: u32 = 2;
     /// Stops that could not be made (bpf_send_signal failed): refused instead.
     pub const STOP_FAILED: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Signals from session tasks refused (SIGCONT to a held task, any to guard).
+    pub const SIGNAL_REFUSED: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// Scratch space for building a path: the LPM key header directly followed

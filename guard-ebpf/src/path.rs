@@ -28,6 +28,8 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     file_f_path: 0,
     file_f_flags: 0,
     file_f_mode: 0,
+    task_struct_pid: 0,
+    task_struct_tgid: 0,
 };
 
 /// Steps of the walk: components plus room for mount crossings.

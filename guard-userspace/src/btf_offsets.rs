@@ -213,6 +213,8 @@ pub fn kernel_offsets(btf: &Btf) -> anyhow::Result<KernelOffsets> {
         file_f_path: btf.offset_of("file", "f_path")?,
         file_f_flags: btf.offset_of("file", "f_flags")?,
         file_f_mode: btf.offset_of("file", "f_mode")?,
+        task_struct_pid: btf.offset_of("task_struct", "pid")?,
+        task_struct_tgid: btf.offset_of("task_struct", "tgid")?,
     })
 }
 

@@ -55,6 +55,11 @@ impl Enforcer {
             set.require(Probe::Exec)?;
         }
         let tables = Arc::new(Mutex::new(set.tables()?));
+        // The controller itself may not be signalled from inside a session.
+        tables
+            .lock()
+            .expect("kernel tables poisoned")
+            .protect_pid(std::process::id())?;
         let sessions = SessionMap::new();
         let lsm = LsmBackend::new(tables.clone(), broker.clone(), sessions.clone());
         let exec = Arc::new(ExecStop {
@@ -151,6 +156,9 @@ impl Enforcer {
 
 impl Drop for Enforcer {
     fn drop(&mut self) {
+        if let Ok(mut tables) = self.tables.lock() {
+            tables.unprotect_pid(std::process::id());
+        }
         self.stop.store(true, Ordering::Relaxed);
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();

@@ -83,6 +83,7 @@ pub struct KernelTables {
     name_lengths: HashMap<MapData, u64, NameLengths>,
     grants: HashMap<MapData, GrantKey, Grant>,
     held: HashMap<MapData, u32, HeldTask>,
+    guard_pids: HashMap<MapData, u32, u32>,
 }
 
 fn open(pin: &Path, name: &str) -> anyhow::Result<Map> {
@@ -103,6 +104,7 @@ impl KernelTables {
             name_lengths: HashMap::try_from(open(pin, "NAME_LENGTHS")?)?,
             grants: HashMap::try_from(open(pin, "GRANTS")?)?,
             held: HashMap::try_from(open(pin, "HELD")?)?,
+            guard_pids: HashMap::try_from(open(pin, "GUARD_PIDS")?)?,
         })
     }
 
@@ -241,6 +243,16 @@ impl KernelTables {
     /// Tasks the kernel stopped and that no grant has released yet, by thread id.
     pub fn held(&self) -> Vec<(u32, HeldTask)> {
         self.held.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Session tasks may not signal this process (needs BPF LSM).
+    pub fn protect_pid(&mut self, pid: u32) -> anyhow::Result<()> {
+        self.guard_pids.insert(pid, 1, 0)?;
+        Ok(())
+    }
+
+    pub fn unprotect_pid(&mut self, pid: u32) {
+        let _ = self.guard_pids.remove(&pid);
     }
 
     pub fn forget_held(&mut self, tid: u32) {

@@ -32,10 +32,13 @@ pub enum Probe {
     LsmTruncate,
     LsmFileOpen,
     LsmConnect,
+    /// Refuses SIGCONT from session tasks to exec-stopped tasks, and any
+    /// signal from session tasks to guard's own processes.
+    LsmTaskKill,
 }
 
 impl Probe {
-    pub const ALL: [Probe; 7] = [
+    pub const ALL: [Probe; 8] = [
         Probe::Exec,
         Probe::LsmUnlink,
         Probe::LsmRmdir,
@@ -43,16 +46,18 @@ impl Probe {
         Probe::LsmTruncate,
         Probe::LsmFileOpen,
         Probe::LsmConnect,
+        Probe::LsmTaskKill,
     ];
 
-    /// The LSM restart-hold hooks (file and connect).
-    pub const LSM: [Probe; 6] = [
+    /// The BPF LSM hooks (file, connect, signals).
+    pub const LSM: [Probe; 7] = [
         Probe::LsmUnlink,
         Probe::LsmRmdir,
         Probe::LsmRename,
         Probe::LsmTruncate,
         Probe::LsmFileOpen,
         Probe::LsmConnect,
+        Probe::LsmTaskKill,
     ];
 
     /// The program's name in the object; for LSM programs also the hook name.
@@ -65,6 +70,7 @@ impl Probe {
             Probe::LsmTruncate => "path_truncate",
             Probe::LsmFileOpen => "file_open",
             Probe::LsmConnect => "socket_connect",
+            Probe::LsmTaskKill => "task_kill",
         }
     }
 
@@ -72,6 +78,10 @@ impl Probe {
     pub fn cost_if_missing(self) -> &'static str {
         match self {
             Probe::Exec => "execs in a session are not seen or stopped",
+            Probe::LsmTaskKill => {
+                "a session task can SIGCONT an exec-stopped program (releasing it without a \
+                 decision) and signal guard itself; BPF LSM needs `lsm=...,bpf`"
+            }
             _ => {
                 "file and connect actions cannot be held in the kernel; BPF LSM needs `lsm=...,bpf` \
                  on the kernel command line (the seccomp backend is the fallback)"
@@ -228,6 +238,7 @@ impl ProgramSet {
             grants_used: get(1),
             denied: get(2),
             stop_failed: get(3),
+            signals_refused: get(4),
         })
     }
 
@@ -259,6 +270,8 @@ pub struct KernelStats {
     pub denied: u64,
     /// Stops that could not be made and were refused instead.
     pub stop_failed: u64,
+    /// Signals from session tasks refused (SIGCONT to an exec stop, any to guard).
+    pub signals_refused: u64,
 }
 
 fn attach(ebpf: &mut Ebpf, probe: Probe, link_path: &std::path::Path) -> anyhow::Result<()> {

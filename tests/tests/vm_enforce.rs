@@ -806,3 +806,70 @@ fn name_patterns_send_matching_files_to_policy() {
     assert!(held.contains(&config), ".git/config was not held: {held:?}");
     assert!(!held.contains(&plain), "main.tf left the kernel: {held:?}");
 }
+
+/// With BPF LSM, a session task cannot release an exec-stopped program with
+/// SIGCONT, nor signal the guard; the hold stays until a person decides.
+#[test]
+fn session_cannot_sigcont_an_exec_stop_or_signal_the_guard() {
+    require_root();
+    let Some(e) = Enforced::start_lsm(
+        "vm-exec-sigcont",
+        &[Probe::Exec, Probe::LsmTaskKill],
+        session_flags::WATCH_EXEC,
+        Policy::embedded_default(),
+    ) else {
+        return;
+    };
+    let scratch = Scratch::new("vm-exec-sigcont");
+    scratch.script("bin/terraform", "#!/bin/sh\n: > \"$MARKER\"\n");
+    let marker = scratch.path("marker");
+    e.tables
+        .lock()
+        .unwrap()
+        .watch_exec(
+            e.session,
+            "terraform",
+            Rule {
+                hold: EventKind::Exec.bit(),
+                deny: 0,
+            },
+        )
+        .unwrap();
+    let script = format!(
+        "terraform destroy & p=$!; sleep 2; kill -CONT $p; echo \"held=$?\" >&2; \
+         kill -CONT {}; echo \"guard=$?\" >&2; wait $p; exit $?",
+        std::process::id()
+    );
+    let path = format!(
+        "{}:{}",
+        scratch.path("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut child = session_command(&e.cg, &["/bin/sh", "-c", &script])
+        .env("PATH", path)
+        .env("MARKER", &marker)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let hold = e.wait_hold(Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(4));
+    assert_stopped(hold.request.pid);
+    assert!(
+        !marker.exists(),
+        "a SIGCONT from the session released the exec stop"
+    );
+    e.deny(&hold);
+    let status = wait_exit(&mut child, Duration::from_secs(20), "session shell");
+    let stderr = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(137), "stderr: {stderr}");
+    assert!(
+        stderr.contains("held=1"),
+        "kill -CONT on the held task must fail: {stderr}"
+    );
+    assert!(
+        stderr.contains("guard=1"),
+        "signalling the guard must fail: {stderr}"
+    );
+    assert!(!marker.exists());
+    assert!(e.enforcer.stats().unwrap().signals_refused >= 2);
+}

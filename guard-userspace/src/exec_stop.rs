@@ -18,6 +18,7 @@ use anyhow::Context as _;
 use crate::{
     action::Action,
     backend::{Outcome, SessionDirectory, ask, outcome_of, signal},
+    cgroup::Cgroup,
     holds::{HoldBroker, HoldRequest},
 };
 
@@ -108,6 +109,57 @@ pub fn tell(pid: u32, line: &str) {
     }
 }
 
+/// A stopped exec moved into a frozen child cgroup of its session while it
+/// waits: a SIGCONT from the agent cannot let it run (on kernels without BPF
+/// LSM nothing else stops that). It stays in the session (a sub-cgroup).
+struct Parked {
+    session: Cgroup,
+    cell: Cgroup,
+    pid: u32,
+}
+
+impl Parked {
+    fn park(session: Cgroup, pid: u32) -> Option<Self> {
+        let cell = Cgroup::open(session.path().join(format!("guard-hold-{pid}")));
+        if let Err(e) = fs::create_dir(cell.path()) {
+            log::warn!("cannot park exec-stopped pid {pid}: {e}");
+            return None;
+        }
+        let parked = Self { session, cell, pid };
+        // Frozen first, so the task is frozen the moment it moves in.
+        if parked.cell.set_frozen(true).is_err() || parked.cell.add_pid(pid).is_err() {
+            parked.remove_cell();
+            return None;
+        }
+        Some(parked)
+    }
+
+    /// Back into the session cgroup (thawed there); the caller continues it.
+    fn unpark(self) {
+        if let Err(e) = self.session.add_pid(self.pid) {
+            log::error!("moving pid {} back into its session: {e:#}", self.pid);
+            let _ = self.cell.set_frozen(false);
+        }
+        self.remove_cell();
+    }
+
+    /// Kills the task where it is (a fatal signal reaches frozen tasks).
+    fn kill(self) {
+        signal(self.pid, libc::SIGKILL);
+        self.remove_cell();
+    }
+
+    fn remove_cell(&self) {
+        for _ in 0..100 {
+            if self.cell.remove().is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        log::warn!("could not remove {}", self.cell.path().display());
+    }
+}
+
 /// Decides stopped execs. One call per stopped task; blocks while a hold is open.
 pub struct ExecStop {
     pub broker: Arc<HoldBroker>,
@@ -131,6 +183,12 @@ impl ExecStop {
             return Outcome::Allowed;
         };
         let verdict = policy.evaluate(&action);
+        let parked = verdict
+            .decision
+            .holds()
+            .then(|| self.sessions.cgroup(cgroup_id))
+            .flatten()
+            .and_then(|session| Parked::park(session, pid));
         let resolution = verdict.decision.holds().then(|| {
             ask(
                 &self.broker,
@@ -147,17 +205,29 @@ impl ExecStop {
             )
         });
         let outcome = outcome_of(&verdict, resolution.as_ref());
-        match &outcome {
-            Outcome::Allowed | Outcome::AllowedFor(_) => signal(pid, libc::SIGCONT),
-            Outcome::Denied { rule } => {
-                tell(pid, &format!("guard: denied {action} (rule {rule})"));
-                signal(pid, libc::SIGKILL);
+        let line = match &outcome {
+            Outcome::Denied { rule } => Some(format!("guard: denied {action} (rule {rule})")),
+            Outcome::Killed { rule } => Some(format!("guard: killed {action} (rule {rule})")),
+            _ => None,
+        };
+        match (&outcome, parked) {
+            (Outcome::Allowed | Outcome::AllowedFor(_), parked) => {
+                if let Some(p) = parked {
+                    p.unpark();
+                }
+                signal(pid, libc::SIGCONT);
             }
-            Outcome::Killed { rule } => {
-                tell(pid, &format!("guard: killed {action} (rule {rule})"));
-                signal(pid, libc::SIGKILL);
+            (Outcome::Gone, Some(p)) => p.kill(),
+            (Outcome::Gone, None) => {}
+            (_, parked) => {
+                if let Some(line) = line {
+                    tell(pid, &line);
+                }
+                match parked {
+                    Some(p) => p.kill(),
+                    None => signal(pid, libc::SIGKILL),
+                }
             }
-            Outcome::Gone => {}
         }
         outcome
     }

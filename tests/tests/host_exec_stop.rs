@@ -187,10 +187,13 @@ fn every_descendant_is_in_the_session_and_outsiders_are_not() {
     let held_pid = hold.request.pid;
     assert_stopped(held_pid);
     let session_path = e.cg.cgroup.path().to_string_lossy().into_owned();
+    let held_in = cgroup_of(held_pid);
+    let (parent, _) = held_in.rsplit_once("/guard-hold-").unwrap_or_else(|| {
+        panic!("the held task must be parked in a frozen sub-cgroup, is in {held_in}")
+    });
     assert!(
-        session_path.ends_with(&cgroup_of(held_pid)),
-        "the double-forked terraform must be in the session cgroup ({session_path}), is in {}",
-        cgroup_of(held_pid)
+        session_path.ends_with(parent),
+        "the double-forked terraform must be in the session cgroup ({session_path}), is in {held_in}"
     );
     assert!(!inside_marker.exists());
     e.approve(&hold);
@@ -229,4 +232,45 @@ fn every_descendant_is_in_the_session_and_outsiders_are_not() {
             "no exec event for {expected}; saw {names:?}"
         );
     }
+}
+
+/// A SIGCONT from inside the session does not let an exec-stopped program
+/// run: it waits frozen in a sub-cgroup of the session (kernels without BPF
+/// LSM, where `task_kill` cannot refuse the signal).
+#[test]
+fn sigcont_from_the_session_does_not_release_an_exec_stop() {
+    require_root();
+    let scratch = Scratch::new("exec-sigcont");
+    scratch.script("bin/terraform", TERRAFORM);
+    let marker = scratch.path("marker");
+    let e = watched_session("exec-sigcont");
+    let path = format!(
+        "{}:{}",
+        scratch.path("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let script =
+        "terraform destroy & p=$!; sleep 1; kill -CONT $p; echo \"sent=$?\" >&2; wait $p; exit $?";
+    let mut child = session_command(&e.cg, &["/bin/sh", "-c", script])
+        .env("PATH", path)
+        .env("MARKER", &marker)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let hold = e.wait_hold(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !marker.exists(),
+        "a SIGCONT from the session released the exec stop"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the shell must still wait"
+    );
+    e.deny(&hold);
+    let status = wait_exit(&mut child, Duration::from_secs(10), "session shell");
+    let stderr = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(137), "stderr: {stderr}");
+    assert!(!marker.exists(), "denied terraform must never run");
 }

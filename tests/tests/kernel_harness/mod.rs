@@ -156,18 +156,34 @@ impl Enforced {
     }
 }
 
-/// Waits until `pid` is stopped (state T) or panics.
+/// Waits until `pid` is held: stopped (state T), or frozen in a cgroup
+/// (an exec stop parked in its frozen sub-cgroup may show as sleeping).
 pub fn assert_stopped(pid: u32) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        match process_state(pid) {
-            Some('T') | Some('t') => return,
-            other if Instant::now() > deadline => {
-                panic!("pid {pid} should be stopped (T), is {other:?}")
-            }
-            _ => std::thread::sleep(Duration::from_millis(10)),
+        let state = process_state(pid);
+        if matches!(state, Some('T') | Some('t')) || in_frozen_cgroup(pid) {
+            return;
         }
+        if Instant::now() > deadline {
+            panic!(
+                "pid {pid} should be stopped (T) or frozen, is {state:?} in {}",
+                cgroup_of(pid)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+fn in_frozen_cgroup(pid: u32) -> bool {
+    let Ok(mount) = guard::cgroup::cgroup2_mount() else {
+        return false;
+    };
+    let rel = cgroup_of(pid);
+    let events = mount
+        .join(rel.trim_start_matches('/'))
+        .join("cgroup.events");
+    fs::read_to_string(events).is_ok_and(|t| t.lines().any(|l| l == "frozen 1"))
 }
 
 /// A private scratch directory, removed on drop.

@@ -121,9 +121,14 @@ struct Parked {
 impl Parked {
     fn park(session: Cgroup, pid: u32) -> Option<Self> {
         let cell = Cgroup::open(session.path().join(format!("guard-hold-{pid}")));
-        if let Err(e) = fs::create_dir(cell.path()) {
-            log::warn!("cannot park exec-stopped pid {pid}: {e}");
-            return None;
+        match fs::create_dir(cell.path()) {
+            Ok(()) => {}
+            // Left by a controller that died while the task waited: reuse it.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                log::warn!("cannot park exec-stopped pid {pid}: {e}");
+                return None;
+            }
         }
         let parked = Self { session, cell, pid };
         // Frozen first, so the task is frozen the moment it moves in.

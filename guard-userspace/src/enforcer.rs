@@ -65,6 +65,7 @@ impl Enforcer {
         let exec = Arc::new(ExecStop {
             broker: broker.clone(),
             sessions: sessions.clone(),
+            tables: tables.clone(),
         });
         let backends = Arc::new(Backends { lsm, exec });
         let observer =

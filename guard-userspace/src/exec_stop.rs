@@ -10,7 +10,7 @@ use std::{
     io::Write as _,
     os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
 use anyhow::Context as _;
@@ -20,6 +20,7 @@ use crate::{
     backend::{Outcome, SessionDirectory, ask, outcome_of, signal},
     cgroup::Cgroup,
     holds::{HoldBroker, HoldRequest},
+    kernel_tables::KernelTables,
 };
 
 /// Reads what a stopped exec is about to run: argv and cwd from /proc.
@@ -97,6 +98,14 @@ pub fn process_chain(pid: u32) -> Vec<ProcessLink> {
     chain
 }
 
+/// Whether an exec-stopped task is still waiting for a decision: stopped,
+/// or parked in a guard-hold cgroup.
+pub fn still_held(pid: u32) -> bool {
+    matches!(process_state(pid), Some('T' | 't'))
+        || fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .is_ok_and(|c| c.contains("/guard-hold-"))
+}
+
 /// Writes one line to the process's stderr (best effort: a closed or
 /// socket stderr cannot be reopened through /proc).
 pub fn tell(pid: u32, line: &str) {
@@ -169,11 +178,22 @@ impl Parked {
 pub struct ExecStop {
     pub broker: Arc<HoldBroker>,
     pub sessions: Arc<dyn SessionDirectory>,
+    /// To drop the kernel's HELD record once decided.
+    pub tables: Arc<Mutex<KernelTables>>,
 }
 
 impl ExecStop {
     /// Decides and applies the outcome for a task stopped at exec.
     pub fn decide(&self, pid: u32, cgroup_id: u64, filename: &Path) -> Outcome {
+        let outcome = self.decide_and_apply(pid, cgroup_id, filename);
+        self.tables
+            .lock()
+            .expect("kernel tables poisoned")
+            .forget_held(pid);
+        outcome
+    }
+
+    fn decide_and_apply(&self, pid: u32, cgroup_id: u64, filename: &Path) -> Outcome {
         let action = match read_exec(pid, filename) {
             Ok(a) => a,
             Err(e) => {

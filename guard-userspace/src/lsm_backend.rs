@@ -19,7 +19,7 @@ use crate::{
     action::{Action, Endpoint},
     backend::{ONCE_GRANT_TTL, Outcome, SessionDirectory, ask, outcome_of, signal},
     events::{KernelEvent, KernelVerdict},
-    exec_stop::{ExecStop, process_state, tell},
+    exec_stop::{ExecStop, process_state, still_held, tell},
     holds::{GrantScope, HoldBroker, HoldRequest},
     kernel_tables::KernelTables,
 };
@@ -169,10 +169,12 @@ impl LsmBackend {
     /// grant it stops the task again and sends a fresh event to this daemon.
     /// Stopped execs are decided again from /proc. Entries of vanished tasks
     /// are dropped. Returns the held tasks found.
-    pub fn recover(&self, exec: &ExecStop) -> Vec<(u32, HeldTask)> {
+    pub fn recover(&self, exec: &Arc<ExecStop>) -> Vec<(u32, HeldTask)> {
         let held = self.tables.lock().expect("kernel tables poisoned").held();
         for &(tid, task) in &held {
-            if process_state(task.pid).is_none() {
+            let gone = process_state(task.pid).is_none();
+            let exec_decided = task.kind == EventKind::Exec as u32 && !still_held(task.pid);
+            if gone || exec_decided {
                 self.tables
                     .lock()
                     .expect("kernel tables poisoned")
@@ -182,12 +184,7 @@ impl LsmBackend {
             if task.kind == EventKind::Exec as u32 {
                 let exe = fs::read_link(format!("/proc/{}/exe", task.pid)).unwrap_or_default();
                 let filename = script_path(task.pid).unwrap_or(exe);
-                let pid = task.pid;
-                let session = task.session;
-                let exec = ExecStop {
-                    broker: exec.broker.clone(),
-                    sessions: exec.sessions.clone(),
-                };
+                let (pid, session, exec) = (task.pid, task.session, exec.clone());
                 std::thread::spawn(move || exec.decide(pid, session, &filename));
             } else {
                 signal(task.pid, libc::SIGCONT);

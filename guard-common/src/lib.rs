@@ -14,8 +14,7 @@ pub mod session;
 pub use event::{ConnectEvent, EventHeader, EventKind, ExecEvent, FileEvent};
 pub use offsets::KernelOffsets;
 pub use rules::{
-    EndpointPrefix, Grant, GrantKey, HeldTask, NameLengths, NamePattern, PathPrefix, Rule,
-    WatchedExec,
+    EndpointPrefix, Grant, GrantKey, HeldTask, NamePrefix, PathPrefix, Rule, WatchedExec,
 };
 pub use session::{SessionConfig, session_flags};
 

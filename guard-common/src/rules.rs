@@ -59,39 +59,21 @@ pub struct WatchedExec {
     pub name: [u8; EXEC_NAME_MAX + 1],
 }
 
-/// Longest name a `NAME_RULES` pattern can have.
+/// Longest name a name pattern can have.
 pub const NAME_PATTERN_MAX: usize = 30;
 
-/// How a `NAME_RULES` pattern matches a path component.
-pub mod name_match {
-    pub const EXACT: u8 = 1;
-    pub const PREFIX: u8 = 2;
-    pub const SUFFIX: u8 = 3;
-}
+/// Bytes of a component name in a name-pattern key (pattern, NUL, padding).
+pub const NAME_KEY_LEN: usize = 32;
 
-/// Key of `NAME_RULES`: a pattern on the object's own name or its parent
-/// directory's name (`.git`, `*.tfstate`, `id_*`), per session.
+/// Data of a `NAME_PREFIX_RULES` / `NAME_SUFFIX_RULES` LPM key: the session,
+/// then a component name. In the prefix trie the name is stored as is (an
+/// exact pattern ends with its NUL); in the suffix trie it is stored
+/// reversed, so the longest-prefix match finds the longest matching suffix.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NamePattern {
-    pub session: u64,
-    /// A [`name_match`] value.
-    pub kind: u8,
-    /// Bytes of `bytes` in use.
-    pub len: u8,
-    pub bytes: [u8; NAME_PATTERN_MAX],
-}
-
-/// Value of `NAME_LENGTHS` (per session): bit L is set when a prefix
-/// (suffix) pattern of L bytes exists, so the kernel looks up only those.
-/// `exact` is non-zero when any exact pattern exists.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NameLengths {
-    pub prefix: u32,
-    pub suffix: u32,
-    pub exact: u32,
-    pub _pad: u32,
+pub struct NamePrefix {
+    pub session: [u8; SESSION_KEY_LEN],
+    pub name: [u8; NAME_KEY_LEN],
 }
 
 /// Key of `GRANTS`: what a person (or policy) decided, so the restarted
@@ -147,6 +129,5 @@ mod pod {
     unsafe impl aya::Pod for GrantKey {}
     unsafe impl aya::Pod for Grant {}
     unsafe impl aya::Pod for HeldTask {}
-    unsafe impl aya::Pod for NamePattern {}
-    unsafe impl aya::Pod for NameLengths {}
+    unsafe impl aya::Pod for NamePrefix {}
 }

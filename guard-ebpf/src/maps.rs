@@ -10,8 +10,8 @@ use aya_ebpf::{
 };
 use guard_common::{
     ConnectEvent, EndpointPrefix, ExecEvent, FileEvent, Grant, GrantKey, HeldTask, NAME_MAX,
-    NameLengths, NamePattern, PATH_DEPTH_MAX, PATH_MAX, PathPrefix, Rule, SessionConfig,
-    WatchedExec, event::EVENT_KINDS, session::SESSION_KEY_LEN,
+    NamePrefix, PATH_DEPTH_MAX, PATH_MAX, PathPrefix, Rule, SessionConfig, WatchedExec,
+    event::EVENT_KINDS, session::SESSION_KEY_LEN,
 };
 
 /// cgroup v2 id of a session's cgroup -> its configuration. Filled by userspace.
@@ -35,13 +35,13 @@ pub static PATH_RULES: LpmTrie<PathPrefix, Rule> = LpmTrie::pinned(16384, 0);
 #[map]
 pub static ENDPOINT_RULES: LpmTrie<EndpointPrefix, Rule> = LpmTrie::pinned(4096, 0);
 
-/// Patterns on the object's name or its parent's name, per session.
+/// Exact and prefix patterns on the object's name or its parent's name.
 #[map]
-pub static NAME_RULES: HashMap<NamePattern, Rule> = HashMap::pinned(4096, 0);
+pub static NAME_PREFIX_RULES: LpmTrie<NamePrefix, Rule> = LpmTrie::pinned(4096, 0);
 
-/// Which pattern lengths exist, per session (see `NameLengths`).
+/// Suffix patterns (stored reversed) on the object's or its parent's name.
 #[map]
-pub static NAME_LENGTHS: HashMap<u64, NameLengths> = HashMap::pinned(4096, 0);
+pub static NAME_SUFFIX_RULES: LpmTrie<NamePrefix, Rule> = LpmTrie::pinned(4096, 0);
 
 /// Program base names whose exec stops the task, per session.
 #[map]
@@ -94,6 +94,16 @@ pub struct PathScratch {
     /// One component's name and its length, for the name patterns.
     pub name: [u8; NAME_MAX + 32],
     pub name_len: u32,
+    /// LPM keys for the name patterns (prefix_len, session, name).
+    pub name_key: NameKey,
+}
+
+/// A name-pattern LPM key laid out as the trie reads it.
+#[repr(C, packed)]
+pub struct NameKey {
+    pub prefix_len: u32,
+    pub session: [u8; SESSION_KEY_LEN],
+    pub name: [u8; guard_common::rules::NAME_KEY_LEN],
 }
 
 #[map]

@@ -1,108 +1,93 @@
 //! Name patterns (`.git`, `*.tfstate`, `id_*`) on the object's own name and
-//! its parent directory's name, for protected files that no path prefix
-//! describes. Only the pattern lengths a session uses are looked up.
+//! its parent directory's name, for protected files no path prefix
+//! describes. Two LPM lookups per name: prefixes (and exact names, which end
+//! with their NUL) on the name, suffixes on the reversed name. The copies are
+//! branch-free: bytes past the name are never compared (the key's
+//! prefix_len stops at the name).
 
-use aya_ebpf::helpers::generated::{bpf_probe_read_kernel, bpf_probe_read_kernel_str};
+use aya_ebpf::{helpers::generated::bpf_probe_read_kernel_str, maps::lpm_trie::Key};
 use guard_common::{
-    NAME_MAX, NameLengths, NamePattern, PATH_DEPTH_MAX, Rule,
-    rules::{NAME_PATTERN_MAX, name_match},
+    NAME_MAX, NamePrefix, PATH_DEPTH_MAX, Rule,
+    rules::{NAME_KEY_LEN, NAME_PATTERN_MAX},
+    session::SESSION_KEY_LEN,
 };
 
-use crate::maps::{NAME_LENGTHS, NAME_RULES, PathScratch};
+use crate::maps::{NAME_PREFIX_RULES, NAME_SUFFIX_RULES, PathScratch};
 
 /// The union of the session's name rules matching the last two components
 /// of the path in `s` (as left by `path::resolve`), if any matched.
 ///
 /// # Safety
 /// `s` must point to a per-CPU scratch value filled by `resolve`.
-#[inline(always)]
+// A function of its own (a BPF-to-BPF call): inlined twice into
+// path_rename it would overflow that program's 512-byte stack.
+#[inline(never)]
 pub unsafe fn name_rule(s: *mut PathScratch, session: u64) -> Option<Rule> {
-    let lengths: NameLengths = unsafe { *NAME_LENGTHS.get_ptr(session)? };
     let depth = unsafe { core::ptr::read_volatile(&(*s).depth) } as usize;
-    let mut hold = 0;
-    let mut deny = 0;
-    let mut matched = false;
+    let mut rule = Rule::ALLOW;
+    let mut matched = 0;
     for i in 0..2 {
         if i >= depth {
             break;
         }
         let name = unsafe { (*s).names[i & (PATH_DEPTH_MAX - 1)] };
-        if let Some(rule) = unsafe { component_rule(s, session, &lengths, name) } {
-            hold |= rule.hold;
-            deny |= rule.deny;
-            matched = true;
-        }
+        matched |= unsafe { component_rules(s, session, name, &mut rule) };
     }
-    matched.then_some(Rule { hold, deny })
+    (matched != 0).then_some(rule)
 }
 
 #[inline(always)]
-unsafe fn component_rule(
+unsafe fn component_rules(
     s: *mut PathScratch,
     session: u64,
-    lengths: &NameLengths,
     name_ptr: u64,
-) -> Option<Rule> {
+    rule: &mut Rule,
+) -> u32 {
     let buf = unsafe { (*s).name.as_mut_ptr() };
     let n = unsafe { bpf_probe_read_kernel_str(buf.cast(), NAME_MAX as u32, name_ptr as *const _) };
     if n <= 1 {
-        return None;
+        return 0;
     }
-    // Through memory: one unknown length for the verifier, not one per value.
+    let mut matched = 0;
     unsafe { core::ptr::write_volatile(&mut (*s).name_len, (n - 1) as u32) };
     let len = unsafe { core::ptr::read_volatile(&(*s).name_len) } as usize & (NAME_MAX - 1);
-    let mut hold = 0;
-    let mut deny = 0;
-    let mut matched = false;
-    let mut key = NamePattern {
-        session,
-        kind: 0,
-        len: 0,
-        bytes: [0; NAME_PATTERN_MAX],
-    };
-    let mut check = |key: &NamePattern| {
-        if let Some(rule) = NAME_RULES.get_ptr(key) {
-            let rule = unsafe { *rule };
-            hold |= rule.hold;
-            deny |= rule.deny;
-            matched = true;
-        }
-    };
-    if lengths.exact != 0 && len <= NAME_PATTERN_MAX {
-        key.kind = name_match::EXACT;
-        key.len = len as u8;
-        unsafe {
-            bpf_probe_read_kernel(key.bytes.as_mut_ptr().cast(), len as u32, buf.cast());
-        }
-        check(&key);
+    let key = unsafe { &mut (*s).name_key };
+    key.session = session.to_be_bytes();
+
+    // As is, with the NUL: prefixes, and exact names (which end with a NUL).
+    for i in 0..NAME_KEY_LEN {
+        key.name[i] = unsafe { *buf.add(i) };
     }
-    for l in 1..=NAME_PATTERN_MAX {
-        if l > len {
-            break;
-        }
-        let bit = 1u32 << l;
-        if lengths.prefix & bit != 0 {
-            key.kind = name_match::PREFIX;
-            key.len = l as u8;
-            key.bytes = [0; NAME_PATTERN_MAX];
-            unsafe {
-                bpf_probe_read_kernel(key.bytes.as_mut_ptr().cast(), l as u32, buf.cast());
-            }
-            check(&key);
-        }
-        if lengths.suffix & bit != 0 {
-            key.kind = name_match::SUFFIX;
-            key.len = l as u8;
-            key.bytes = [0; NAME_PATTERN_MAX];
-            unsafe {
-                bpf_probe_read_kernel(
-                    key.bytes.as_mut_ptr().cast(),
-                    l as u32,
-                    buf.add((len - l) & (NAME_MAX - 1)).cast(),
-                );
-            }
-            check(&key);
-        }
+    let with_nul = if len + 1 < NAME_KEY_LEN {
+        len + 1
+    } else {
+        NAME_KEY_LEN
+    };
+    key.prefix_len = ((SESSION_KEY_LEN + with_nul) * 8) as u32;
+    if let Some(found) =
+        NAME_PREFIX_RULES.get(unsafe { &*(key as *const _ as *const Key<NamePrefix>) })
+    {
+        rule.hold |= found.hold;
+        rule.deny |= found.deny;
+        matched = 1;
     }
-    matched.then_some(Rule { hold, deny })
+
+    // Reversed: suffixes. Only the last NAME_PATTERN_MAX bytes can match.
+    for i in 0..NAME_KEY_LEN {
+        key.name[i] = unsafe { *buf.add(len.wrapping_sub(1).wrapping_sub(i) & (NAME_MAX - 1)) };
+    }
+    let tail = if len < NAME_PATTERN_MAX {
+        len
+    } else {
+        NAME_PATTERN_MAX
+    };
+    key.prefix_len = ((SESSION_KEY_LEN + tail) * 8) as u32;
+    if let Some(found) =
+        NAME_SUFFIX_RULES.get(unsafe { &*(key as *const _ as *const Key<NamePrefix>) })
+    {
+        rule.hold |= found.hold;
+        rule.deny |= found.deny;
+        matched = 1;
+    }
+    matched
 }

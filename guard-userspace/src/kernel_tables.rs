@@ -14,9 +14,9 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::maps::{HashMap, Map, MapData, lpm_trie::Key, lpm_trie::LpmTrie};
 use guard_common::{
-    EndpointPrefix, EventKind, Grant, GrantKey, HeldTask, NameLengths, NamePattern, PathPrefix,
-    Rule, WatchedExec,
-    rules::{EXEC_NAME_MAX, NAME_PATTERN_MAX, PATH_PREFIX_MAX, grant_verdict, name_match},
+    EndpointPrefix, EventKind, Grant, GrantKey, HeldTask, NamePrefix, PathPrefix, Rule,
+    WatchedExec,
+    rules::{EXEC_NAME_MAX, NAME_KEY_LEN, NAME_PATTERN_MAX, PATH_PREFIX_MAX, grant_verdict},
     session::SESSION_KEY_LEN,
 };
 
@@ -79,8 +79,8 @@ pub struct KernelTables {
     paths: LpmTrie<MapData, PathPrefix, Rule>,
     endpoints: LpmTrie<MapData, EndpointPrefix, Rule>,
     execs: HashMap<MapData, WatchedExec, Rule>,
-    names: HashMap<MapData, NamePattern, Rule>,
-    name_lengths: HashMap<MapData, u64, NameLengths>,
+    name_prefixes: LpmTrie<MapData, NamePrefix, Rule>,
+    name_suffixes: LpmTrie<MapData, NamePrefix, Rule>,
     grants: HashMap<MapData, GrantKey, Grant>,
     held: HashMap<MapData, u32, HeldTask>,
     guard_pids: HashMap<MapData, u32, u32>,
@@ -100,8 +100,8 @@ impl KernelTables {
             paths: LpmTrie::try_from(open(pin, "PATH_RULES")?)?,
             endpoints: LpmTrie::try_from(open(pin, "ENDPOINT_RULES")?)?,
             execs: HashMap::try_from(open(pin, "WATCHED_EXEC")?)?,
-            names: HashMap::try_from(open(pin, "NAME_RULES")?)?,
-            name_lengths: HashMap::try_from(open(pin, "NAME_LENGTHS")?)?,
+            name_prefixes: LpmTrie::try_from(open(pin, "NAME_PREFIX_RULES")?)?,
+            name_suffixes: LpmTrie::try_from(open(pin, "NAME_SUFFIX_RULES")?)?,
             grants: HashMap::try_from(open(pin, "GRANTS")?)?,
             held: HashMap::try_from(open(pin, "HELD")?)?,
             guard_pids: HashMap::try_from(open(pin, "GUARD_PIDS")?)?,
@@ -151,14 +151,10 @@ impl KernelTables {
         rule: Rule,
     ) -> anyhow::Result<()> {
         let key = name_key(session, how, pattern)?;
-        let mut lengths = self.name_lengths.get(&session, 0).unwrap_or_default();
         match how {
-            NameMatch::Exact => lengths.exact = 1,
-            NameMatch::Prefix => lengths.prefix |= 1 << pattern.len(),
-            NameMatch::Suffix => lengths.suffix |= 1 << pattern.len(),
+            NameMatch::Suffix => self.name_suffixes.insert(&key, rule, 0)?,
+            NameMatch::Exact | NameMatch::Prefix => self.name_prefixes.insert(&key, rule, 0)?,
         }
-        self.names.insert(key, rule, 0)?;
-        self.name_lengths.insert(session, lengths, 0)?;
         Ok(())
     }
 
@@ -289,16 +285,16 @@ impl KernelTables {
         for k in execs {
             let _ = self.execs.remove(&k);
         }
-        let names: Vec<_> = self
-            .names
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.session == session)
-            .collect();
-        for k in names {
-            let _ = self.names.remove(&k);
+        for trie in [&mut self.name_prefixes, &mut self.name_suffixes] {
+            let names: Vec<_> = trie
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.data().session == be)
+                .collect();
+            for k in names {
+                let _ = trie.remove(&k);
+            }
         }
-        let _ = self.name_lengths.remove(&session);
         let grants: Vec<_> = self
             .grants
             .keys()
@@ -378,8 +374,9 @@ pub fn endpoint_key(
     ))
 }
 
-/// The `NAME_RULES` key of a pattern.
-pub fn name_key(session: u64, how: NameMatch, pattern: &str) -> anyhow::Result<NamePattern> {
+/// The LPM key of a name pattern: exact names end with their NUL, suffixes
+/// are stored reversed (they go in the suffix trie).
+pub fn name_key(session: u64, how: NameMatch, pattern: &str) -> anyhow::Result<Key<NamePrefix>> {
     if pattern.is_empty() || pattern.contains('/') || pattern.contains('\0') {
         bail!("name pattern {pattern:?} must be one path component (no '/', not empty)");
     }
@@ -388,18 +385,18 @@ pub fn name_key(session: u64, how: NameMatch, pattern: &str) -> anyhow::Result<N
             "name pattern {pattern:?} is longer than {NAME_PATTERN_MAX} bytes; the kernel cannot match it"
         );
     }
-    let mut key = NamePattern {
-        session,
-        kind: match how {
-            NameMatch::Exact => name_match::EXACT,
-            NameMatch::Prefix => name_match::PREFIX,
-            NameMatch::Suffix => name_match::SUFFIX,
-        },
-        len: pattern.len() as u8,
-        bytes: [0; NAME_PATTERN_MAX],
+    let mut bytes = pattern.as_bytes().to_vec();
+    match how {
+        NameMatch::Exact => bytes.push(0),
+        NameMatch::Prefix => {}
+        NameMatch::Suffix => bytes.reverse(),
+    }
+    let mut data = NamePrefix {
+        session: session.to_be_bytes(),
+        name: [0; NAME_KEY_LEN],
     };
-    key.bytes[..pattern.len()].copy_from_slice(pattern.as_bytes());
-    Ok(key)
+    data.name[..bytes.len()].copy_from_slice(&bytes);
+    Ok(Key::new(((SESSION_KEY_LEN + bytes.len()) * 8) as u32, data))
 }
 
 pub fn exec_key(session: u64, name: &str) -> anyhow::Result<WatchedExec> {
@@ -465,8 +462,11 @@ mod tests {
     #[test]
     fn name_patterns_are_single_components_that_fit() {
         let k = name_key(3, NameMatch::Suffix, ".tfstate").unwrap();
-        assert_eq!((k.kind, k.len), (name_match::SUFFIX, 8));
-        assert_eq!(&k.bytes[..9], b".tfstate\0");
+        assert_eq!(k.prefix_len(), (8 + 8) * 8);
+        assert_eq!(&k.data().name[..8], b"etatsft.");
+        let k = name_key(3, NameMatch::Exact, ".git").unwrap();
+        assert_eq!(k.prefix_len(), (8 + 5) * 8);
+        assert_eq!(&k.data().name[..5], b".git\0");
         assert!(name_key(3, NameMatch::Exact, ".git/x").is_err());
         assert!(name_key(3, NameMatch::Prefix, "").is_err());
         assert!(name_key(3, NameMatch::Exact, &"n".repeat(31)).is_err());

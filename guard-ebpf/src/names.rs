@@ -5,7 +5,10 @@
 //! branch-free: bytes past the name are never compared (the key's
 //! prefix_len stops at the name).
 
-use aya_ebpf::{helpers::generated::bpf_probe_read_kernel_str, maps::lpm_trie::Key};
+use aya_ebpf::{
+    helpers::generated::{bpf_probe_read_kernel, bpf_probe_read_kernel_str},
+    maps::lpm_trie::Key,
+};
 use guard_common::{
     NAME_MAX, NamePrefix, PATH_DEPTH_MAX, Rule,
     rules::{NAME_KEY_LEN, NAME_PATTERN_MAX},
@@ -55,8 +58,12 @@ unsafe fn component_rules(
     key.session = session.to_be_bytes();
 
     // As is, with the NUL: prefixes, and exact names (which end with a NUL).
-    for i in 0..NAME_KEY_LEN {
-        key.name[i] = unsafe { *buf.add(i) };
+    unsafe {
+        bpf_probe_read_kernel(
+            key.name.as_mut_ptr().cast(),
+            NAME_KEY_LEN as u32,
+            buf.cast(),
+        );
     }
     let with_nul = if len + 1 < NAME_KEY_LEN {
         len + 1
@@ -73,8 +80,18 @@ unsafe fn component_rules(
     }
 
     // Reversed: suffixes. Only the last NAME_PATTERN_MAX bytes can match.
-    for i in 0..NAME_KEY_LEN {
-        key.name[i] = unsafe { *buf.add(len.wrapping_sub(1).wrapping_sub(i) & (NAME_MAX - 1)) };
+    // The 32 bytes ending at the name's end (for a short name the bytes
+    // before it are never compared), reversed as four byte-swapped words.
+    let mut words = [0u64; NAME_KEY_LEN / 8];
+    unsafe {
+        bpf_probe_read_kernel(
+            words.as_mut_ptr().cast(),
+            NAME_KEY_LEN as u32,
+            buf.wrapping_add(len).wrapping_sub(NAME_KEY_LEN).cast(),
+        );
+    }
+    for (i, w) in words.iter().rev().enumerate() {
+        key.name[i * 8..i * 8 + 8].copy_from_slice(&w.swap_bytes().to_le_bytes());
     }
     let tail = if len < NAME_PATTERN_MAX {
         len

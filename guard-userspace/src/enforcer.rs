@@ -15,11 +15,11 @@ use anyhow::Context as _;
 use guard_common::{SessionConfig, session_flags};
 
 use crate::{
-    backend::{Backends, EventObserver, SessionMap},
     cgroup::Cgroup,
     events::KernelEvent,
     exec_stop::ExecStop,
     holds::HoldBroker,
+    kernel_backends::{Backends, EventObserver, SessionMap},
     kernel_tables::{KernelRuleSet, KernelTables},
     lsm_backend::LsmBackend,
     pin::PinDir,

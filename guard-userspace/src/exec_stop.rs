@@ -17,9 +17,9 @@ use anyhow::Context as _;
 
 use crate::{
     action::Action,
-    backend::{Outcome, SessionDirectory, ask, outcome_of, signal},
     cgroup::Cgroup,
     holds::{HoldBroker, HoldRequest},
+    kernel_backends::{Outcome, SessionDirectory, ask, outcome_of, signal},
     kernel_tables::KernelTables,
 };
 

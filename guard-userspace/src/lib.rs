@@ -4,7 +4,6 @@
 //! integration tests in `tests/` drive the same modules against a real kernel.
 
 pub mod action;
-pub mod backend;
 pub mod btf_offsets;
 pub mod cgroup;
 pub mod cli;
@@ -13,6 +12,7 @@ pub mod enforcer;
 pub mod events;
 pub mod exec_stop;
 pub mod holds;
+pub mod kernel_backends;
 pub mod kernel_tables;
 pub mod lsm_backend;
 pub mod pin;

@@ -17,10 +17,10 @@ use guard_common::{EventKind, HeldTask};
 
 use crate::{
     action::{Action, Endpoint},
-    backend::{ONCE_GRANT_TTL, Outcome, SessionDirectory, ask, outcome_of, signal},
     events::{KernelEvent, KernelVerdict},
     exec_stop::{ExecStop, process_state, still_held, tell},
     holds::{GrantScope, HoldBroker, HoldRequest},
+    kernel_backends::{ONCE_GRANT_TTL, Outcome, SessionDirectory, ask, outcome_of, signal},
     kernel_tables::KernelTables,
 };
 

@@ -10,9 +10,9 @@ use std::{
 
 use guard::{
     action::Action,
-    backend::{SessionMap, ask},
     decision::{Decision, Verdict},
     holds::{GrantScope, HoldBroker, HoldRequest, Resolution},
+    kernel_backends::{SessionMap, ask},
     policy::Policy,
 };
 use guard_tests::{TestCgroup, require_root};

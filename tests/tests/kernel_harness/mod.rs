@@ -12,11 +12,11 @@ use std::{
 };
 
 use guard::{
-    backend::{Backends, EventObserver},
     enforcer::Enforcer,
     events::KernelEvent,
     exec_stop::process_state,
     holds::{GrantScope, Hold, HoldBroker, Resolution},
+    kernel_backends::{Backends, EventObserver},
     kernel_tables::{KernelRuleSet, KernelTables},
     pin::PinDir,
     policy::Policy,

@@ -20,7 +20,7 @@ use crate::{
     exec_stop::ExecStop,
     holds::HoldBroker,
     kernel_backends::{Backends, EventObserver, SessionMap},
-    kernel_tables::{KernelRuleSet, KernelTables},
+    kernel_maps::{KernelMaps, KernelRuleSet},
     lsm_backend::LsmBackend,
     pin::PinDir,
     policy::Policy,
@@ -30,7 +30,7 @@ use crate::{
 /// Running kernel enforcement.
 pub struct Enforcer {
     set: ProgramSet,
-    pub tables: Arc<Mutex<KernelTables>>,
+    pub tables: Arc<Mutex<KernelMaps>>,
     pub broker: Arc<HoldBroker>,
     pub sessions: Arc<SessionMap>,
     pub backends: Arc<Backends>,

@@ -20,7 +20,7 @@ use crate::{
     cgroup::Cgroup,
     holds::{HoldBroker, HoldRequest},
     kernel_backends::{Outcome, SessionDirectory, ask, outcome_of, signal},
-    kernel_tables::KernelTables,
+    kernel_maps::KernelMaps,
 };
 
 /// Reads what a stopped exec is about to run: argv and cwd from /proc.
@@ -179,7 +179,7 @@ pub struct ExecStop {
     pub broker: Arc<HoldBroker>,
     pub sessions: Arc<dyn SessionDirectory>,
     /// To drop the kernel's HELD record once decided.
-    pub tables: Arc<Mutex<KernelTables>>,
+    pub tables: Arc<Mutex<KernelMaps>>,
 }
 
 impl ExecStop {

@@ -13,7 +13,7 @@ pub mod events;
 pub mod exec_stop;
 pub mod holds;
 pub mod kernel_backends;
-pub mod kernel_tables;
+pub mod kernel_maps;
 pub mod lsm_backend;
 pub mod pin;
 pub mod policy;

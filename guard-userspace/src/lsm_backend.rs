@@ -21,7 +21,7 @@ use crate::{
     exec_stop::{ExecStop, process_state, still_held, tell},
     holds::{GrantScope, HoldBroker, HoldRequest},
     kernel_backends::{ONCE_GRANT_TTL, Outcome, SessionDirectory, ask, outcome_of, signal},
-    kernel_tables::KernelTables,
+    kernel_maps::KernelMaps,
 };
 
 /// A grant for the rest of the session: far enough to never expire first.
@@ -29,7 +29,7 @@ const SESSION_GRANT_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Decides held file and connect actions.
 pub struct LsmBackend {
-    tables: Arc<Mutex<KernelTables>>,
+    tables: Arc<Mutex<KernelMaps>>,
     broker: Arc<HoldBroker>,
     sessions: Arc<dyn SessionDirectory>,
     /// (tid, op, object) of holds being decided: the event a stray SIGCONT
@@ -39,7 +39,7 @@ pub struct LsmBackend {
 
 impl LsmBackend {
     pub fn new(
-        tables: Arc<Mutex<KernelTables>>,
+        tables: Arc<Mutex<KernelMaps>>,
         broker: Arc<HoldBroker>,
         sessions: Arc<dyn SessionDirectory>,
     ) -> Arc<Self> {

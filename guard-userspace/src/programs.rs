@@ -15,7 +15,7 @@ use aya::{
 };
 use guard_common::{KernelOffsets, SessionConfig};
 
-use crate::{btf_offsets, kernel_tables::KernelTables, pin::PinDir};
+use crate::{btf_offsets, kernel_maps::KernelMaps, pin::PinDir};
 
 /// The compiled guard-ebpf object, built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guard"));
@@ -196,8 +196,8 @@ impl ProgramSet {
 
     /// The rule, grant and held-task tables (opened from the pins, so they
     /// can move to other threads).
-    pub fn tables(&self) -> anyhow::Result<KernelTables> {
-        KernelTables::open(self.pin.path())
+    pub fn tables(&self) -> anyhow::Result<KernelMaps> {
+        KernelMaps::open(self.pin.path())
     }
 
     /// The session map, to add and remove sessions.

@@ -23,7 +23,7 @@ use std::{
 use guard::{
     action::Action,
     events::{KernelEvent, KernelVerdict},
-    kernel_tables::PathScope,
+    kernel_maps::PathScope,
     pin::PinDir,
     policy::Policy,
     programs::{Probe, ProgramSet},
@@ -713,8 +713,8 @@ fn outside_the_workspace_goes_to_policy_inside_stays_in_the_kernel() {
     let (work, outside) = (root.join("work"), root.join("outside"));
     std::fs::create_dir_all(&work).unwrap();
     std::fs::create_dir_all(&outside).unwrap();
-    let rules = guard::kernel_tables::KernelRuleSet {
-        unmatched_file_hold: guard::kernel_tables::FILE_OPS & !EventKind::OpenWrite.bit(),
+    let rules = guard::kernel_maps::KernelRuleSet {
+        unmatched_file_hold: guard::kernel_maps::FILE_OPS & !EventKind::OpenWrite.bit(),
         allowed_trees: vec![work.clone()],
         ..Default::default()
     };
@@ -756,7 +756,7 @@ fn outside_the_workspace_goes_to_policy_inside_stays_in_the_kernel() {
 /// anything directly in a `.git` directory; other files never leave the kernel.
 #[test]
 fn name_patterns_send_matching_files_to_policy() {
-    use guard::kernel_tables::{KernelRuleSet, NameMatch};
+    use guard::kernel_maps::{KernelRuleSet, NameMatch};
     require_root();
     let Some(e) = Enforced::start_lsm(
         "vm-names",

@@ -17,7 +17,7 @@ use guard::{
     exec_stop::process_state,
     holds::{GrantScope, Hold, HoldBroker, Resolution},
     kernel_backends::{Backends, EventObserver},
-    kernel_tables::{KernelRuleSet, KernelTables},
+    kernel_maps::{KernelMaps, KernelRuleSet},
     pin::PinDir,
     policy::Policy,
     programs::{Probe, ProgramSet},
@@ -30,7 +30,7 @@ pub struct Enforced {
     pub cg: Arc<TestCgroup>,
     pub session: u64,
     pub broker: Arc<HoldBroker>,
-    pub tables: Arc<Mutex<KernelTables>>,
+    pub tables: Arc<Mutex<KernelMaps>>,
     pub backends: Arc<Backends>,
     /// Every event that reached userspace.
     pub events: Arc<Mutex<Vec<KernelEvent>>>,

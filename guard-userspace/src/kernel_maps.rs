@@ -29,7 +29,8 @@ pub enum PathScope {
     Below,
 }
 
-/// What a policy compiles to for the kernel (`Policy::kernel_tables()`
+/// What a policy compiles to for the kernel (the policy helper's
+/// `Policy::kernel_tables()` is converted into one)
 /// returns one): everything listed needs a decision in userspace or is
 /// refused; everything else never leaves the kernel.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,7 +75,7 @@ pub enum NameMatch {
 }
 
 /// The pinned rule, grant and held-task maps.
-pub struct KernelTables {
+pub struct KernelMaps {
     pin: PathBuf,
     paths: LpmTrie<MapData, PathPrefix, Rule>,
     endpoints: LpmTrie<MapData, EndpointPrefix, Rule>,
@@ -93,7 +94,7 @@ fn open(pin: &Path, name: &str) -> anyhow::Result<Map> {
     Ok(Map::from_map_data(data)?)
 }
 
-impl KernelTables {
+impl KernelMaps {
     pub fn open(pin: &Path) -> anyhow::Result<Self> {
         Ok(Self {
             pin: pin.to_path_buf(),

@@ -29,10 +29,9 @@ pub enum PathScope {
     Below,
 }
 
-/// What a policy compiles to for the kernel (the policy helper's
-/// `Policy::kernel_tables()` is converted into one)
-/// returns one): everything listed needs a decision in userspace or is
-/// refused; everything else never leaves the kernel.
+/// What a policy compiles to for the kernel (the policy's
+/// `Policy::kernel_tables()` converts into one): everything listed needs a
+/// decision in userspace or is refused; everything else never leaves the kernel.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KernelRuleSet {
     /// File ops held on paths no other entry covers (a rule on `/`; longer

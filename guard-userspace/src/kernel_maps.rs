@@ -172,6 +172,13 @@ impl KernelMaps {
             hold: mask,
             deny: 0,
         };
+        if rules.unmatched_file_hold != 0 {
+            let rule = Rule {
+                hold: rules.unmatched_file_hold,
+                deny: 0,
+            };
+            self.set_path_rule(session, Path::new("/"), PathScope::Below, rule)?;
+        }
         for p in &rules.allowed_trees {
             self.set_path_rule(session, p, PathScope::Below, Rule::ALLOW)?;
         }

@@ -54,7 +54,7 @@ impl Enforcer {
         if probes.contains(&Probe::Exec) {
             set.require(Probe::Exec)?;
         }
-        let tables = Arc::new(Mutex::new(set.tables()?));
+        let tables = Arc::new(Mutex::new(set.maps()?));
         // The controller itself may not be signalled from inside a session.
         tables
             .lock()

@@ -196,7 +196,7 @@ impl ProgramSet {
 
     /// The rule, grant and held-task tables (opened from the pins, so they
     /// can move to other threads).
-    pub fn tables(&self) -> anyhow::Result<KernelMaps> {
+    pub fn maps(&self) -> anyhow::Result<KernelMaps> {
         KernelMaps::open(self.pin.path())
     }
 

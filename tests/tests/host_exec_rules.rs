@@ -29,7 +29,7 @@ fn rule_tables_match_like_the_kernel_programs_expect() {
     require_root();
     let cg = TestCgroup::new("rules");
     let set = ProgramSet::load(cg.cgroup.depth().unwrap(), &[]).expect("loading the object");
-    let mut maps = set.tables().expect("opening the pinned maps");
+    let mut maps = set.maps().expect("opening the pinned maps");
     let session = 42;
     let unlink = EventKind::Unlink.bit();
     let rules = KernelRuleSet {

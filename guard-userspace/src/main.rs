@@ -1,7 +1,7 @@
 use clap::Parser as _;
 use guard::{
     cli::{Cli, Command},
-    session,
+    policy, session,
 };
 
 fn main() {
@@ -29,6 +29,7 @@ fn main() {
                 }
             }
         }
+        Command::Policy { command } => policy::cli::run(command),
     };
     std::process::exit(code);
 }

@@ -1,5 +1,6 @@
 //! Developer tasks: `cargo xtask test`, `cargo xtask vm-test`, `cargo xtask bench`.
 
+mod fuzz;
 mod test;
 mod vm;
 

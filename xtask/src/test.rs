@@ -9,6 +9,9 @@ pub struct TestArgs {
     /// Skip the VM tier (BPF LSM under QEMU).
     #[arg(long)]
     pub no_vm: bool,
+    /// Skip the bounded fuzz runs (fuzz/, 20 s per target).
+    #[arg(long)]
+    pub no_fuzz: bool,
 }
 
 pub fn run(args: &TestArgs) -> anyhow::Result<()> {
@@ -49,6 +52,11 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
             "--test-threads=1",
         ]),
     )?;
+    if args.no_fuzz {
+        println!("xtask: fuzzing skipped (--no-fuzz)");
+    } else {
+        crate::fuzz::run(20)?;
+    }
     if args.no_vm {
         println!("xtask: VM tier skipped (--no-vm)");
         return Ok(());

@@ -76,7 +76,11 @@ fn watched_program_is_stopped_before_it_runs_and_runs_after_approval() {
         }
         other => panic!("expected an exec hold, got {other:?}"),
     }
-    assert_eq!(hold.request.verdict.rule, "exec.watched");
+    assert!(
+        hold.request.verdict.decision.holds(),
+        "policy must ask about terraform destroy: {:?}",
+        hold.request.verdict
+    );
     assert_stopped(hold.request.pid);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
@@ -104,6 +108,7 @@ fn denied_program_is_killed_before_it_runs_and_told_why() {
     let mut child = run_terraform(&e, &scratch, &marker);
 
     let hold = e.wait_hold(Duration::from_secs(10));
+    let rule = hold.request.verdict.rule.clone();
     assert_stopped(hold.request.pid);
     assert!(!marker.exists());
     e.deny(&hold);
@@ -112,7 +117,7 @@ fn denied_program_is_killed_before_it_runs_and_told_why() {
     assert_eq!(status.code(), Some(137), "stderr: {stderr}");
     assert!(
         stderr.contains("guard: denied")
-            && stderr.contains("destroy -auto-approve (rule exec.watched)"),
+            && stderr.contains(&format!("destroy -auto-approve (rule {rule})")),
         "the agent must be told why: {stderr:?}"
     );
     std::thread::sleep(Duration::from_millis(200));

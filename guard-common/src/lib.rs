@@ -24,5 +24,8 @@ pub const PATH_MAX: usize = 4096;
 /// Longest path component (d_name), including the NUL.
 pub const NAME_MAX: usize = 256;
 
+/// Directories above an object whose names ancestor-name rules compare.
+pub const ANCESTOR_NAMES_MAX: usize = 32;
+
 /// Path components the dentry walk follows before it flags the path truncated.
 pub const PATH_DEPTH_MAX: usize = 64;

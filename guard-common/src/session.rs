@@ -27,6 +27,9 @@ pub mod session_flags {
     pub const WATCH_CONNECT: u32 = 1 << 5;
     /// Connects no rule covers need a decision (else they are allowed).
     pub const HOLD_UNMATCHED_CONNECT: u32 = 1 << 6;
+    /// The session has ancestor-name rules (`ANCESTOR_NAME_RULES`): compare
+    /// the names of the directories above the object too.
+    pub const ANCESTOR_NAMES: u32 = 1 << 7;
 }
 
 #[cfg(feature = "user")]

@@ -7,7 +7,7 @@
 
 use aya_ebpf::{macros::lsm, maps::lpm_trie::Key, programs::LsmContext};
 use guard_common::{
-    EventKind, PATH_MAX, PathPrefix, Rule,
+    ANCESTOR_NAMES_MAX, EventKind, PATH_MAX, PathPrefix, Rule,
     event::{path_flags, verdict},
     rules::PATH_PREFIX_MAX,
     session::SESSION_KEY_LEN,
@@ -18,7 +18,7 @@ use crate::{
     event::{emit, fill_header},
     hold::{EPERM, stop, use_grant},
     maps::{FILE_SCRATCH, PATH_RULES, PATH_SCRATCH, PathScratch, count, stat},
-    names::name_rule,
+    names::{ancestor_rule, name_rule},
     path::{inode_id, mix, name_hash, offsets, read_u32, read_u64, resolve},
     session::current_session,
 };
@@ -126,7 +126,12 @@ fn file_hook(kind: EventKind, dir: u64, leaf: u64, to_dir: u64, to_leaf: u64) ->
     if !complete {
         flags |= path_flags::PATH_TRUNCATED;
     }
-    let rule = with_names(lookup(s, session).unwrap_or(unmatched), s, session);
+    let rule = with_names(
+        lookup(s, session).unwrap_or(unmatched),
+        s,
+        session,
+        config.flags,
+    );
     let mut hold = rule.hold & bit;
     let mut deny = rule.deny & bit;
     let path_len = unsafe { copy_path(s, (*ev).path.as_mut_ptr()) };
@@ -142,7 +147,12 @@ fn file_hook(kind: EventKind, dir: u64, leaf: u64, to_dir: u64, to_leaf: u64) ->
         if !unsafe { resolve(s, &o, to_dir, to_leaf) } {
             flags |= path_flags::TARGET_TRUNCATED;
         }
-        let to_rule = with_names(lookup(s, session).unwrap_or(unmatched), s, session);
+        let to_rule = with_names(
+            lookup(s, session).unwrap_or(unmatched),
+            s,
+            session,
+            config.flags,
+        );
         hold |= to_rule.hold & bit;
         deny |= to_rule.deny & bit;
         target_len = unsafe { copy_path(s, (*ev).target.as_mut_ptr()) };
@@ -188,16 +198,27 @@ fn file_hook(kind: EventKind, dir: u64, leaf: u64, to_dir: u64, to_leaf: u64) ->
     rc
 }
 
-/// `rule` plus whatever the session's name patterns say about the path in `s`.
+/// `rule` plus whatever the session's name patterns say about the path in
+/// `s` (and its ancestor-name rules, when the session has any).
 #[inline(always)]
-fn with_names(rule: Rule, s: *mut PathScratch, session: u64) -> Rule {
-    match unsafe { name_rule(s, session) } {
-        Some(named) => Rule {
-            hold: rule.hold | named.hold,
-            deny: rule.deny | named.deny,
-        },
-        None => rule,
+fn with_names(rule: Rule, s: *mut PathScratch, session: u64, flags: u32) -> Rule {
+    let mut rule = rule;
+    if let Some(named) = unsafe { name_rule(s, session) } {
+        rule.hold |= named.hold;
+        rule.deny |= named.deny;
     }
+    if flags & session_flags::ANCESTOR_NAMES != 0 {
+        if let Some(named) = unsafe { ancestor_rule(s, session) } {
+            rule.hold |= named.hold;
+            rule.deny |= named.deny;
+        }
+        // Deeper than the ancestors compared: an unseen `.git` may be up there.
+        let depth = unsafe { core::ptr::read_volatile(&(*s).depth) } as usize;
+        if depth > ANCESTOR_NAMES_MAX + 1 {
+            rule.hold = u32::MAX;
+        }
+    }
+    rule
 }
 
 /// The session's rule for the path in `s`, if one covers it.

@@ -39,6 +39,11 @@ pub static ENDPOINT_RULES: LpmTrie<EndpointPrefix, Rule> = LpmTrie::pinned(4096,
 #[map]
 pub static NAME_PREFIX_RULES: LpmTrie<NamePrefix, Rule> = LpmTrie::pinned(4096, 0);
 
+/// Exact names (ending with their NUL) of a directory anywhere above the
+/// object (`.git` anywhere up the tree), up to `ANCESTOR_NAMES_MAX` levels.
+#[map]
+pub static ANCESTOR_NAME_RULES: LpmTrie<NamePrefix, Rule> = LpmTrie::pinned(4096, 0);
+
 /// Suffix patterns (stored reversed) on the object's or its parent's name.
 #[map]
 pub static NAME_SUFFIX_RULES: LpmTrie<NamePrefix, Rule> = LpmTrie::pinned(4096, 0);

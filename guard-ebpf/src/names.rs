@@ -10,12 +10,12 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
 };
 use guard_common::{
-    NAME_MAX, NamePrefix, PATH_DEPTH_MAX, Rule,
+    ANCESTOR_NAMES_MAX, NAME_MAX, NamePrefix, PATH_DEPTH_MAX, Rule,
     rules::{NAME_KEY_LEN, NAME_PATTERN_MAX},
     session::SESSION_KEY_LEN,
 };
 
-use crate::maps::{NAME_PREFIX_RULES, NAME_SUFFIX_RULES, PathScratch};
+use crate::maps::{ANCESTOR_NAME_RULES, NAME_PREFIX_RULES, NAME_SUFFIX_RULES, PathScratch};
 
 /// The union of the session's name rules matching the last two components
 /// of the path in `s` (as left by `path::resolve`), if any matched.
@@ -107,4 +107,49 @@ unsafe fn component_rules(
         matched = 1;
     }
     matched
+}
+
+/// The union of the session's ancestor-name rules matching any directory
+/// above the object (up to `ANCESTOR_NAMES_MAX` levels), if any matched.
+/// A path deeper than that is flagged by the caller and held.
+///
+/// # Safety
+/// `s` must point to a per-CPU scratch value filled by `resolve`.
+#[inline(never)]
+pub unsafe fn ancestor_rule(s: *mut PathScratch, session: u64) -> Option<Rule> {
+    let depth = unsafe { core::ptr::read_volatile(&(*s).depth) } as usize;
+    let buf = unsafe { (*s).name.as_mut_ptr() };
+    let mut rule = Rule::ALLOW;
+    let mut matched = false;
+    for i in 1..=ANCESTOR_NAMES_MAX {
+        if i >= depth {
+            break;
+        }
+        let name_ptr = unsafe { (*s).names[i & (PATH_DEPTH_MAX - 1)] };
+        let n = unsafe {
+            bpf_probe_read_kernel_str(buf.cast(), NAME_KEY_LEN as u32, name_ptr as *const _)
+        };
+        // Only names that fit whole (with their NUL) can equal a pattern.
+        if n <= 1 || n as usize >= NAME_KEY_LEN {
+            continue;
+        }
+        let key = unsafe { &mut (*s).name_key };
+        key.session = session.to_be_bytes();
+        unsafe {
+            bpf_probe_read_kernel(
+                key.name.as_mut_ptr().cast(),
+                NAME_KEY_LEN as u32,
+                buf.cast(),
+            );
+        }
+        key.prefix_len = ((SESSION_KEY_LEN + (n as usize & (NAME_KEY_LEN - 1))) * 8) as u32;
+        if let Some(found) =
+            ANCESTOR_NAME_RULES.get(unsafe { &*(key as *const _ as *const Key<NamePrefix>) })
+        {
+            rule.hold |= found.hold;
+            rule.deny |= found.deny;
+            matched = true;
+        }
+    }
+    matched.then_some(rule)
 }

@@ -20,7 +20,8 @@ use crate::{
     exec_stop::ExecStop,
     holds::HoldBroker,
     kernel_backends::{Backends, EventObserver, SessionMap},
-    kernel_maps::{KernelMaps, KernelRuleSet},
+    kernel_maps::{KernelMaps, KernelRuleSet, NameMatch},
+    kernel_policy,
     lsm_backend::LsmBackend,
     pin::PinDir,
     policy::Policy,
@@ -120,6 +121,38 @@ impl Enforcer {
         if !rules.watched_programs.is_empty() {
             flags |= session_flags::WATCH_EXEC;
         }
+        if rules
+            .protected_names
+            .iter()
+            .any(|(how, _)| *how == NameMatch::Ancestor)
+        {
+            flags |= session_flags::ANCESTOR_NAMES;
+        }
+        self.set
+            .sessions()?
+            .insert(id, SessionConfig { flags, _pad: 0 }, 0)
+            .with_context(|| format!("adding session {name} to the kernel"))?;
+        Ok(id)
+    }
+
+    /// Puts a session under enforcement with the kernel tables its policy
+    /// compiles to (`Policy::kernel_tables()`), so that only what the policy
+    /// may hold or refuse leaves the kernel.
+    pub fn add_policy_session(
+        &mut self,
+        cgroup: &Cgroup,
+        name: &str,
+        policy: Arc<Policy>,
+    ) -> anyhow::Result<u64> {
+        let id = cgroup.id()?;
+        let flags = kernel_policy::install(
+            &mut self.tables.lock().expect("kernel tables poisoned"),
+            id,
+            &policy.kernel_tables(),
+        )
+        .with_context(|| format!("installing the kernel tables of session {name}"))?;
+        self.sessions.insert(id, name, policy);
+        self.sessions.insert_cgroup(id, cgroup.clone());
         self.set
             .sessions()?
             .insert(id, SessionConfig { flags, _pad: 0 }, 0)

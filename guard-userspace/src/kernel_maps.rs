@@ -71,6 +71,10 @@ pub enum NameMatch {
     Prefix,
     /// The end of the name (`.tfstate` for `*.tfstate`).
     Suffix,
+    /// The whole name of any directory above the object, up to
+    /// `ANCESTOR_NAMES_MAX` levels (`.git` for `**/.git/**`). The session
+    /// needs `session_flags::ANCESTOR_NAMES`.
+    Ancestor,
 }
 
 /// The pinned rule, grant and held-task maps.
@@ -81,6 +85,7 @@ pub struct KernelMaps {
     execs: HashMap<MapData, WatchedExec, Rule>,
     name_prefixes: LpmTrie<MapData, NamePrefix, Rule>,
     name_suffixes: LpmTrie<MapData, NamePrefix, Rule>,
+    ancestor_names: LpmTrie<MapData, NamePrefix, Rule>,
     grants: HashMap<MapData, GrantKey, Grant>,
     held: HashMap<MapData, u32, HeldTask>,
     guard_pids: HashMap<MapData, u32, u32>,
@@ -102,6 +107,7 @@ impl KernelMaps {
             execs: HashMap::try_from(open(pin, "WATCHED_EXEC")?)?,
             name_prefixes: LpmTrie::try_from(open(pin, "NAME_PREFIX_RULES")?)?,
             name_suffixes: LpmTrie::try_from(open(pin, "NAME_SUFFIX_RULES")?)?,
+            ancestor_names: LpmTrie::try_from(open(pin, "ANCESTOR_NAME_RULES")?)?,
             grants: HashMap::try_from(open(pin, "GRANTS")?)?,
             held: HashMap::try_from(open(pin, "HELD")?)?,
             guard_pids: HashMap::try_from(open(pin, "GUARD_PIDS")?)?,
@@ -123,6 +129,46 @@ impl KernelMaps {
     ) -> anyhow::Result<()> {
         let key = path_key(session, path, scope)?;
         self.paths.insert(&key, rule, 0)?;
+        Ok(())
+    }
+
+    /// Sets (merging with what is there) the rule of a raw path prefix: the
+    /// bytes are matched as they are (`/dir/` covers what is below `/dir`).
+    pub fn set_path_prefix(
+        &mut self,
+        session: u64,
+        prefix: &[u8],
+        rule: Rule,
+    ) -> anyhow::Result<()> {
+        if !prefix.starts_with(b"/") || prefix.len() > PATH_PREFIX_MAX {
+            bail!(
+                "rule prefix {:?} must be absolute and at most {PATH_PREFIX_MAX} bytes",
+                String::from_utf8_lossy(prefix)
+            );
+        }
+        let mut data = PathPrefix {
+            session: session.to_be_bytes(),
+            path: [0; PATH_PREFIX_MAX],
+        };
+        data.path[..prefix.len()].copy_from_slice(prefix);
+        let key = Key::new(((SESSION_KEY_LEN + prefix.len()) * 8) as u32, data);
+        let merged = match self.paths.get(&key, 0) {
+            // Only an exact key match merges; a shorter covering prefix is another entry.
+            Ok(old)
+                if self.paths.keys().filter_map(Result::ok).any(|k| {
+                    k.prefix_len() == key.prefix_len()
+                        && k.data().path == data.path
+                        && k.data().session == data.session
+                }) =>
+            {
+                Rule {
+                    hold: old.hold | rule.hold,
+                    deny: old.deny | rule.deny,
+                }
+            }
+            _ => rule,
+        };
+        self.paths.insert(&key, merged, 0)?;
         Ok(())
     }
 
@@ -153,6 +199,7 @@ impl KernelMaps {
         let key = name_key(session, how, pattern)?;
         match how {
             NameMatch::Suffix => self.name_suffixes.insert(&key, rule, 0)?,
+            NameMatch::Ancestor => self.ancestor_names.insert(&key, rule, 0)?,
             NameMatch::Exact | NameMatch::Prefix => self.name_prefixes.insert(&key, rule, 0)?,
         }
         Ok(())
@@ -292,7 +339,11 @@ impl KernelMaps {
         for k in execs {
             let _ = self.execs.remove(&k);
         }
-        for trie in [&mut self.name_prefixes, &mut self.name_suffixes] {
+        for trie in [
+            &mut self.name_prefixes,
+            &mut self.name_suffixes,
+            &mut self.ancestor_names,
+        ] {
             let names: Vec<_> = trie
                 .keys()
                 .filter_map(Result::ok)
@@ -394,7 +445,7 @@ pub fn name_key(session: u64, how: NameMatch, pattern: &str) -> anyhow::Result<K
     }
     let mut bytes = pattern.as_bytes().to_vec();
     match how {
-        NameMatch::Exact => bytes.push(0),
+        NameMatch::Exact | NameMatch::Ancestor => bytes.push(0),
         NameMatch::Prefix => {}
         NameMatch::Suffix => bytes.reverse(),
     }

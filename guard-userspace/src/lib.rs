@@ -14,6 +14,7 @@ pub mod exec_stop;
 pub mod holds;
 pub mod kernel_backends;
 pub mod kernel_maps;
+pub mod kernel_policy;
 pub mod lsm_backend;
 pub mod pin;
 pub mod policy;

@@ -105,3 +105,38 @@ fn rule_tables_match_like_the_kernel_programs_expect() {
         path_key(session, Path::new("/"), PathScope::Below),
     );
 }
+
+/// The embedded policy's kernel tables land in the maps: its watched
+/// programs, its protected names (suffixes reversed), its unix sockets.
+#[test]
+fn embedded_policy_compiles_into_the_maps() {
+    require_root();
+    let cg = TestCgroup::new("rules-policy");
+    let set = ProgramSet::load(cg.cgroup.depth().unwrap(), &[]).expect("loading the object");
+    let mut maps = set.maps().expect("opening the pinned maps");
+    let session = 7;
+    let policy = guard::policy::Policy::embedded_default().with_workspace("/w");
+    let flags = guard::kernel_policy::install(&mut maps, session, &policy.kernel_tables())
+        .expect("installing the policy's tables");
+    assert_ne!(flags & guard_common::session_flags::WATCH_FILES, 0);
+    let open = |name: &str| {
+        aya::maps::Map::from_map_data(MapData::from_pin(set.pin_dir().map_path(name)).unwrap())
+            .unwrap()
+    };
+    let execs: aya::maps::HashMap<MapData, guard_common::WatchedExec, Rule> =
+        aya::maps::HashMap::try_from(open("WATCHED_EXEC")).unwrap();
+    let terraform = guard::kernel_maps::exec_key(session, "terraform").unwrap();
+    assert!(
+        execs.get(&terraform, 0).is_ok(),
+        "terraform must be stopped at exec"
+    );
+    let suffixes: LpmTrie<MapData, NamePrefix, Rule> =
+        LpmTrie::try_from(open("NAME_SUFFIX_RULES")).unwrap();
+    let key = name_key(session, NameMatch::Suffix, ".tfstate").unwrap();
+    assert!(suffixes.get(&key, 0).is_ok(), "*.tfstate must be held");
+    let paths: LpmTrie<MapData, PathPrefix, Rule> = LpmTrie::try_from(open("PATH_RULES")).unwrap();
+    let docker = paths
+        .get(&lookup_key(session, "/var/run/docker.sock"), 0)
+        .expect("the docker socket has a rule");
+    assert_ne!(docker.hold & EventKind::Connect.bit(), 0);
+}

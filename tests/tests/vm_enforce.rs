@@ -888,3 +888,85 @@ fn session_cannot_sigcont_an_exec_stop_or_signal_the_guard() {
     assert!(!marker.exists());
     assert!(e.enforcer.stats().unwrap().signals_refused >= 2);
 }
+
+/// End to end with the policy's own kernel tables (`add_policy_session`):
+/// a state file and git metadata in the workspace are held for a person
+/// (and stay after a denial); an ordinary file goes through.
+#[test]
+fn policy_compiled_session_holds_what_the_policy_protects() {
+    require_root();
+    let scratch = Scratch::new("vm-policy");
+    let ws = std::fs::canonicalize(&scratch.dir).unwrap();
+    let cg = Arc::new(TestCgroup::new("vm-policy"));
+    let depth = cg.cgroup.depth().unwrap();
+    let broker = guard::holds::HoldBroker::new();
+    let mut enforcer = guard::enforcer::Enforcer::start(
+        PinDir::ephemeral().unwrap(),
+        depth,
+        &Probe::ALL,
+        broker.clone(),
+        None,
+    )
+    .expect("starting enforcement");
+    if !lsm_attached("vm_enforce policy", enforcer.program_set(), &Probe::LSM) {
+        return;
+    }
+    let policy = Arc::new(Policy::embedded_default().with_workspace(&ws));
+    enforcer
+        .add_policy_session(&cg.cgroup, "vm-policy", policy)
+        .expect("adding the session with its policy's tables");
+    std::fs::create_dir_all(ws.join("repo/.git")).unwrap();
+    let state = ws.join("prod.tfstate");
+    let object = ws.join("repo/.git/config");
+    let plain = ws.join("notes.txt");
+    for f in [&state, &object, &plain] {
+        std::fs::write(f, b"x").unwrap();
+    }
+    let rm_in = |path: &Path| {
+        session_command(&cg, &["rm", path.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let wait_hold = || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(h) = broker.pending().into_iter().next() {
+                return h;
+            }
+            assert!(Instant::now() < deadline, "no hold");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    for f in [&state, &object] {
+        let mut child = rm_in(f);
+        let hold = wait_hold();
+        assert_eq!(
+            hold.request.action,
+            Action::Unlink {
+                path: f.to_path_buf()
+            }
+        );
+        assert!(f.exists());
+        broker
+            .resolve(
+                hold.id,
+                guard::holds::Resolution::Denied {
+                    approver: "test".into(),
+                },
+            )
+            .unwrap();
+        assert_ne!(
+            wait_exit(&mut child, Duration::from_secs(20), "rm").code(),
+            Some(0)
+        );
+        assert!(f.exists(), "{} was removed after a denial", f.display());
+    }
+    let mut child = rm_in(&plain);
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(20), "rm").code(),
+        Some(0)
+    );
+    assert!(!plain.exists());
+    assert!(broker.pending().is_empty());
+}

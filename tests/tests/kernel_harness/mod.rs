@@ -3,6 +3,8 @@
 //! HoldBroker a test approves or denies through, from its own thread.
 #![allow(dead_code)]
 
+pub mod files;
+
 use std::{
     fs,
     os::unix::fs::PermissionsExt as _,

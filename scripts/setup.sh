@@ -5,7 +5,7 @@
 #   Debian packages: LLVM 22 (for bpf-linker), QEMU, busybox, cpio and binutils
 #   (VM test tier; kernels themselves are fetched by `cargo xtask vm-test`)
 #   rustup: nightly rust-src (the BPF target is built with -Z build-std=core)
-#   cargo: bpf-linker 0.13 built against LLVM 22
+#   cargo: bpf-linker 0.13 built against LLVM 22; cargo-fuzz (bounded fuzz step)
 set -euo pipefail
 
 say() { printf 'setup: %s\n' "$*"; }
@@ -47,5 +47,11 @@ else
   say "building bpf-linker 0.13 against LLVM 22 (about 2 minutes)"
   LLVM_PREFIX=/usr/lib/llvm-22 cargo install --locked bpf-linker --version '^0.13' \
     --no-default-features --features llvm-22
+fi
+if command -v cargo-fuzz >/dev/null; then
+  say "cargo-fuzz present ($(cargo-fuzz --version 2>/dev/null | head -n1))"
+else
+  say "installing cargo-fuzz (about 2.5 minutes; the test suite fuzzes the policy parser and classifiers)"
+  cargo install --locked cargo-fuzz
 fi
 say "ready"

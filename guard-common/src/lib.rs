@@ -6,6 +6,7 @@
 //! and values.
 #![no_std]
 
+pub mod bounded;
 pub mod event;
 pub mod offsets;
 pub mod rules;

@@ -2,6 +2,7 @@
 #![no_std]
 #![no_main]
 
+mod bounded;
 mod event;
 mod exec;
 mod file;

@@ -3,10 +3,10 @@
 
 use std::{ffi::OsString, fmt, net::SocketAddr, path::PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One attempted action, with everything the policy needs to decide it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Action {
     /// A program is about to run its first instruction.
@@ -14,7 +14,7 @@ pub enum Action {
         /// The resolved program path the kernel loaded.
         filename: PathBuf,
         /// argv as the new program sees it (bytes, not necessarily UTF-8).
-        #[serde(serialize_with = "lossy_vec")]
+        #[serde(serialize_with = "lossy_vec", deserialize_with = "os_vec")]
         argv: Vec<OsString>,
         cwd: PathBuf,
     },
@@ -43,7 +43,7 @@ pub enum Action {
 }
 
 /// A connect(2) destination.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "family", rename_all = "snake_case")]
 pub enum Endpoint {
     Inet { addr: SocketAddr },
@@ -107,4 +107,12 @@ impl fmt::Display for Action {
 
 fn lossy_vec<S: serde::Serializer>(v: &[OsString], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(v.iter().map(|a| a.to_string_lossy()))
+}
+
+/// Wire form of argv (the API and audit log carry it as strings).
+fn os_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<OsString>, D::Error> {
+    Ok(Vec::<String>::deserialize(d)?
+        .into_iter()
+        .map(OsString::from)
+        .collect())
 }

@@ -1,8 +1,8 @@
 //! Command-line definitions. `main.rs` dispatches on these.
 
-use std::ffi::OsString;
+use std::{ffi::OsString, path::PathBuf};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -10,30 +10,124 @@ use clap::{Parser, Subcommand};
     version,
     about = "Hold an AI coding agent still before an irreversible action until a person approves",
     long_about = "guard watches an agent's whole process tree with kernel probes and applies a \
-                  per-session policy. See docs/ in the source tree."
+                  per-session policy. See docs/cli.md in the source tree."
 )]
 pub struct Cli {
+    /// The daemon's API socket (default: $GUARD_SOCKET, else /run/guard/guard.sock).
+    /// Sessions without a daemon serve <its directory>/sessions/NAME.sock.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print machine-readable JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a command (an agent, a shell) inside a guarded session.
-    Session {
-        /// Session name (default: pid and a random suffix).
-        #[arg(long)]
-        name: Option<String>,
-        /// Print the end-of-session summary as one JSON object on stdout.
-        #[arg(long)]
-        json: bool,
-        /// The command to run, after `--`.
-        #[arg(last = true, required = true, value_name = "CMD")]
-        command: Vec<OsString>,
-    },
+    Session(SessionArgs),
     /// Check, test and explain policies (see docs/policy.md).
     Policy {
         #[command(subcommand)]
         command: crate::policy::cli::PolicyCommand,
     },
+    /// Run the host controller: holds, grants, audit log and the API socket.
+    Daemon(DaemonArgs),
+    /// List pending holds.
+    Holds(JsonFlag),
+    /// Approve a pending hold.
+    Approve(ApproveArgs),
+    /// Deny a pending hold (the action fails with EPERM, or the program is killed before it runs).
+    Deny(DenyArgs),
+    /// Kill every process of a session.
+    Kill(KillArgs),
+    /// List running sessions.
+    Sessions(JsonFlag),
+    /// Show recent decisions and holds; --follow keeps streaming.
+    Events(EventsArgs),
+    /// Report kernel support and the backend chosen for each action kind.
+    Doctor(JsonFlag),
+}
+
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    /// Session name (default: pid and a random suffix): letters, digits, '-', '_', '.'.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Policy file (default: the policy built into guard).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// The agent's workspace root (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Run CMD as this user (name or uid); default: the sudo caller, else yourself.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Audit log when no daemon runs (default: $GUARD_AUDIT_LOG, else /var/log/guard/audit.jsonl).
+    #[arg(long, value_name = "PATH")]
+    pub audit_log: Option<PathBuf>,
+    /// Never prompt on the terminal; holds wait for `guard approve` or time out.
+    #[arg(long)]
+    pub no_prompt: bool,
+    /// Print the end-of-session summary as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Audit log (default: $GUARD_AUDIT_LOG, else /var/log/guard/audit.jsonl).
+    #[arg(long, value_name = "PATH")]
+    pub audit_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The hold id shown by `guard holds`.
+    pub id: u64,
+    /// How long the approval lasts: `once` (default), `session`, or a duration such as 10m.
+    #[arg(long = "for", value_name = "session|DURATION")]
+    pub scope: Option<String>,
+    /// The session the hold belongs to, when several sessions (no daemon) share an id.
+    #[arg(long)]
+    pub session: Option<String>,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct DenyArgs {
+    /// The hold id shown by `guard holds`.
+    pub id: u64,
+    /// The session the hold belongs to, when several sessions (no daemon) share an id.
+    #[arg(long)]
+    pub session: Option<String>,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// The session name shown by `guard sessions`.
+    pub session: String,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Keep printing new events until interrupted.
+    #[arg(long, short)]
+    pub follow: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     action::Action,
     decision::{Decision, Verdict},
+    grants::{GrantKey, GrantTable},
 };
 
 pub type HoldId = u64;
@@ -31,8 +32,38 @@ pub struct HoldRequest {
     pub backend: &'static str,
 }
 
+/// `HoldRequest` as it arrives over the API, with the backend as a string.
+#[derive(Deserialize)]
+struct HoldRequestWire {
+    session: String,
+    pid: u32,
+    action: Action,
+    verdict: Verdict,
+    backend: String,
+}
+
+impl<'de> Deserialize<'de> for HoldRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = HoldRequestWire::deserialize(d)?;
+        // Keep the known names; an unknown one is only a label, never trusted.
+        let backend = match w.backend.as_str() {
+            "lsm" => "lsm",
+            "exec-stop" => "exec-stop",
+            "seccomp" => "seccomp",
+            _ => "other",
+        };
+        Ok(Self {
+            session: w.session,
+            pid: w.pid,
+            action: w.action,
+            verdict: w.verdict,
+            backend,
+        })
+    }
+}
+
 /// A pending hold as listed by `guard holds`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hold {
     pub id: HoldId,
     #[serde(flatten)]
@@ -84,7 +115,42 @@ pub enum HoldError {
 struct State {
     next_id: HoldId,
     pending: BTreeMap<HoldId, Hold>,
-    resolved: BTreeMap<HoldId, Resolution>,
+    resolved: BTreeMap<HoldId, (Hold, Resolution)>,
+}
+
+/// How one ask ended, as observers see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The hold; id 0 when a standing grant answered without opening one.
+    pub hold: Hold,
+    pub resolution: Resolution,
+    pub waited: Duration,
+    /// A standing grant (`--for session|DURATION`) let it through.
+    pub by_grant: bool,
+}
+
+/// Told about every hold and decision (audit log, `guard events`, the terminal
+/// prompt, the session summary). Called outside the broker's lock.
+pub trait HoldObserver: Send + Sync {
+    fn opened(&self, _hold: &Hold) {}
+    fn closed(&self, _outcome: &Outcome) {}
+    /// A decision the backend applied without a hold (allow+log, deny, kill).
+    fn reported(&self, _request: &HoldRequest) {}
+}
+
+/// Where asks go when another process owns the decisions (a running `guard
+/// daemon`): the daemon keeps holds, grants and the audit log.
+pub trait HoldUpstream: Send + Sync {
+    /// Blocks until the daemon resolves the ask; `opened` is called with the
+    /// daemon's hold as soon as it exists.
+    fn ask(
+        &self,
+        request: &HoldRequest,
+        timeout: Duration,
+        on_timeout: Decision,
+        opened: &dyn Fn(&Hold),
+    ) -> Outcome;
+    fn report(&self, request: &HoldRequest);
 }
 
 /// The set of pending holds, shared by backends and the API.
@@ -92,6 +158,9 @@ struct State {
 pub struct HoldBroker {
     state: Mutex<State>,
     changed: Condvar,
+    grants: GrantTable,
+    observers: Mutex<Vec<Arc<dyn HoldObserver>>>,
+    upstream: Mutex<Option<Arc<dyn HoldUpstream>>>,
 }
 
 impl HoldBroker {
@@ -99,38 +168,80 @@ impl HoldBroker {
         Arc::new(Self::default())
     }
 
+    /// Adds an observer of every hold and decision.
+    pub fn observe(&self, observer: Arc<dyn HoldObserver>) {
+        self.observers
+            .lock()
+            .expect("hold broker poisoned")
+            .push(observer);
+    }
+
+    /// Sends every ask to `upstream` (a daemon) instead of deciding here.
+    pub fn set_upstream(&self, upstream: Arc<dyn HoldUpstream>) {
+        *self.upstream.lock().expect("hold broker poisoned") = Some(upstream);
+    }
+
+    pub fn grants(&self) -> &GrantTable {
+        &self.grants
+    }
+
+    fn observers(&self) -> Vec<Arc<dyn HoldObserver>> {
+        self.observers.lock().expect("hold broker poisoned").clone()
+    }
+
     /// Registers a hold and returns its id; the caller then `wait`s on it.
     pub fn open(&self, request: HoldRequest) -> HoldId {
-        let mut state = self.state.lock().expect("hold broker poisoned");
-        state.next_id += 1;
-        let id = state.next_id;
-        state.pending.insert(
-            id,
-            Hold {
+        let hold = {
+            let mut state = self.state.lock().expect("hold broker poisoned");
+            state.next_id += 1;
+            let id = state.next_id;
+            let hold = Hold {
                 id,
                 request,
                 since: SystemTime::now(),
-            },
-        );
-        self.changed.notify_all();
-        id
+            };
+            state.pending.insert(id, hold.clone());
+            self.changed.notify_all();
+            hold
+        };
+        for observer in self.observers() {
+            observer.opened(&hold);
+        }
+        hold.id
     }
 
     /// Blocks until the hold is resolved or `timeout` passes; a timeout
     /// resolves the hold with `on_timeout`.
     pub fn wait(&self, id: HoldId, timeout: Duration, on_timeout: Decision) -> Resolution {
+        self.wait_hold(id, timeout, on_timeout)
+            .map(|(_, r)| r)
+            .unwrap_or(Resolution::TimedOut {
+                decision: on_timeout,
+            })
+    }
+
+    fn wait_hold(
+        &self,
+        id: HoldId,
+        timeout: Duration,
+        on_timeout: Decision,
+    ) -> Option<(Hold, Resolution)> {
         let deadline = Instant::now() + timeout;
         let mut state = self.state.lock().expect("hold broker poisoned");
         loop {
-            if let Some(resolution) = state.resolved.remove(&id) {
-                return resolution;
+            if let Some(done) = state.resolved.remove(&id) {
+                return Some(done);
             }
             let now = Instant::now();
             if now >= deadline {
-                state.pending.remove(&id);
-                return Resolution::TimedOut {
-                    decision: on_timeout,
-                };
+                let hold = state.pending.remove(&id)?;
+                self.changed.notify_all();
+                return Some((
+                    hold,
+                    Resolution::TimedOut {
+                        decision: on_timeout,
+                    },
+                ));
             }
             state = self
                 .changed
@@ -144,17 +255,150 @@ impl HoldBroker {
     /// resolved or times out. Grants and audit records are applied here, so
     /// backends never need to know about them.
     pub fn ask(&self, request: HoldRequest, timeout: Duration, on_timeout: Decision) -> Resolution {
-        let id = self.open(request);
-        self.wait(id, timeout, on_timeout)
+        self.ask_outcome(request, timeout, on_timeout).resolution
+    }
+
+    /// `ask`, returning the whole outcome (the daemon answers remote asks with it).
+    pub fn ask_outcome(
+        &self,
+        request: HoldRequest,
+        timeout: Duration,
+        on_timeout: Decision,
+    ) -> Outcome {
+        let upstream = self.upstream.lock().expect("hold broker poisoned").clone();
+        let outcome = match upstream {
+            Some(upstream) => upstream.ask(&request, timeout, on_timeout, &|hold| {
+                for observer in self.observers() {
+                    observer.opened(hold);
+                }
+            }),
+            None => self.decide_here(request, timeout, on_timeout, &|_| {}),
+        };
+        for observer in self.observers() {
+            observer.closed(&outcome);
+        }
+        outcome
+    }
+
+    /// `ask` for a remote caller (the daemon serving a session's `ask` op):
+    /// `opened` hears the hold as soon as it exists.
+    pub fn ask_streaming(
+        &self,
+        request: HoldRequest,
+        timeout: Duration,
+        on_timeout: Decision,
+        opened: &dyn Fn(&Hold),
+    ) -> Outcome {
+        let outcome = self.decide_here(request, timeout, on_timeout, opened);
+        for observer in self.observers() {
+            observer.closed(&outcome);
+        }
+        outcome
+    }
+
+    fn decide_here(
+        &self,
+        request: HoldRequest,
+        timeout: Duration,
+        on_timeout: Decision,
+        opened: &dyn Fn(&Hold),
+    ) -> Outcome {
+        let key = GrantKey::of(&request.session, &request.action);
+        if let Some(grant) = self.grants.take(&key) {
+            return Outcome {
+                hold: Hold {
+                    id: 0,
+                    request,
+                    since: SystemTime::now(),
+                },
+                resolution: Resolution::Approved {
+                    approver: grant.approver,
+                    scope: grant.scope,
+                },
+                waited: Duration::ZERO,
+                by_grant: true,
+            };
+        }
+        let started = Instant::now();
+        let id = self.open(request.clone());
+        if let Some(hold) = self.pending().into_iter().find(|h| h.id == id) {
+            opened(&hold);
+        }
+        let (hold, resolution) = self.wait_hold(id, timeout, on_timeout).unwrap_or_else(|| {
+            (
+                Hold {
+                    id,
+                    request,
+                    since: SystemTime::now(),
+                },
+                Resolution::TimedOut {
+                    decision: on_timeout,
+                },
+            )
+        });
+        if let Resolution::Approved { approver, scope } = &resolution
+            && *scope != GrantScope::Once
+        {
+            self.grants.add(key, *scope, approver);
+        }
+        Outcome {
+            hold,
+            resolution,
+            waited: started.elapsed(),
+            by_grant: false,
+        }
+    }
+
+    /// What a backend calls after applying a decision that needed no hold
+    /// (log, deny, kill), so it reaches the audit log and `guard events`.
+    pub fn report(&self, request: HoldRequest) {
+        let upstream = self.upstream.lock().expect("hold broker poisoned").clone();
+        if let Some(upstream) = upstream {
+            upstream.report(&request);
+        }
+        for observer in self.observers() {
+            observer.reported(&request);
+        }
     }
 
     /// Resolves a pending hold (from the API or the terminal prompt).
     pub fn resolve(&self, id: HoldId, resolution: Resolution) -> Result<Hold, HoldError> {
         let mut state = self.state.lock().expect("hold broker poisoned");
         let hold = state.pending.remove(&id).ok_or(HoldError::NotPending(id))?;
-        state.resolved.insert(id, resolution);
+        state.resolved.insert(id, (hold.clone(), resolution));
         self.changed.notify_all();
         Ok(hold)
+    }
+
+    /// Resolves every pending hold of a session (`guard kill`, session end).
+    pub fn resolve_session(&self, session: &str, resolution: Resolution) -> Vec<Hold> {
+        let mut state = self.state.lock().expect("hold broker poisoned");
+        let ids: Vec<HoldId> = state
+            .pending
+            .values()
+            .filter(|h| h.request.session == session)
+            .map(|h| h.id)
+            .collect();
+        let mut holds = Vec::new();
+        for id in ids {
+            if let Some(hold) = state.pending.remove(&id) {
+                state
+                    .resolved
+                    .insert(id, (hold.clone(), resolution.clone()));
+                holds.push(hold);
+            }
+        }
+        self.changed.notify_all();
+        holds
+    }
+
+    /// Whether `id` is still waiting for a decision.
+    pub fn is_pending(&self, id: HoldId) -> bool {
+        self.state
+            .lock()
+            .expect("hold broker poisoned")
+            .pending
+            .contains_key(&id)
     }
 
     /// Pending holds, oldest first.

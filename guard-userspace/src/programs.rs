@@ -9,7 +9,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
-        Lsm, TracePoint,
+        Lsm, RawTracePoint, TracePoint,
         links::{FdLink, PinnedLink},
     },
 };
@@ -35,10 +35,26 @@ pub enum Probe {
     /// Refuses SIGCONT from session tasks to exec-stopped tasks, and any
     /// signal from session tasks to guard's own processes.
     LsmTaskKill,
+    /// raw tracepoint sys_enter for bounded mode (guard-ebpf/src/bounded.rs).
+    Bounded,
 }
 
 impl Probe {
-    pub const ALL: [Probe; 8] = [
+    pub const ALL: [Probe; 9] = [
+        Probe::Exec,
+        Probe::LsmUnlink,
+        Probe::LsmRmdir,
+        Probe::LsmRename,
+        Probe::LsmTruncate,
+        Probe::LsmFileOpen,
+        Probe::LsmConnect,
+        Probe::LsmTaskKill,
+        Probe::Bounded,
+    ];
+
+    /// What a controller enforcing sessions it launched loads: the exec
+    /// tracepoint and the BPF LSM hooks (not bounded mode).
+    pub const ENFORCE: [Probe; 8] = [
         Probe::Exec,
         Probe::LsmUnlink,
         Probe::LsmRmdir,
@@ -71,6 +87,7 @@ impl Probe {
             Probe::LsmFileOpen => "file_open",
             Probe::LsmConnect => "socket_connect",
             Probe::LsmTaskKill => "task_kill",
+            Probe::Bounded => "bounded_sys_enter",
         }
     }
 
@@ -81,6 +98,9 @@ impl Probe {
             Probe::LsmTaskKill => {
                 "a session task can SIGCONT an exec-stopped program (releasing it without a \
                  decision) and signal guard itself; BPF LSM needs `lsm=...,bpf`"
+            }
+            Probe::Bounded => {
+                "adopted processes are not stopped after a destructive call (no bounded mode)"
             }
             _ => {
                 "file and connect actions cannot be held in the kernel; BPF LSM needs `lsm=...,bpf` \
@@ -155,7 +175,7 @@ impl ProgramSet {
                 });
                 continue;
             }
-            let needs_offsets = probe != Probe::Exec;
+            let needs_offsets = !matches!(probe, Probe::Exec | Probe::Bounded);
             let error = if needs_offsets && offsets == KernelOffsets::default() {
                 Some("kernel struct offsets could not be read from BTF".to_owned())
             } else {
@@ -207,6 +227,16 @@ impl ProgramSet {
             .map_mut("SESSIONS")
             .context("SESSIONS map missing")?;
         Ok(HashMap::try_from(map)?)
+    }
+
+    /// A map by name, for modules that own their own maps (bounded mode).
+    pub fn map_mut(&mut self, name: &str) -> Option<&mut aya::maps::Map> {
+        self.ebpf.map_mut(name)
+    }
+
+    /// Takes a map by name (once), e.g. a ring buffer to read from another thread.
+    pub fn take_map(&mut self, name: &str) -> Option<aya::maps::Map> {
+        self.ebpf.take_map(name)
     }
 
     /// Takes the event ring buffer (once).
@@ -287,6 +317,12 @@ fn attach(ebpf: &mut Ebpf, probe: Probe, link_path: &std::path::Path) -> anyhow:
             let id = tp.attach("sched", "sched_process_exec")?;
             // Old kernels attach through perf events, which cannot be pinned.
             FdLink::try_from(tp.take_link(id)?).ok()
+        }
+        Probe::Bounded => {
+            let tp: &mut RawTracePoint = program.try_into()?;
+            tp.load()?;
+            let id = tp.attach("sys_enter")?;
+            Some(FdLink::from(tp.take_link(id)?))
         }
         _ => {
             let btf = aya::Btf::from_sys_fs().context("reading /sys/kernel/btf/vmlinux")?;

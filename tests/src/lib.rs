@@ -43,6 +43,16 @@ impl TestCgroup {
         Self { cgroup }
     }
 
+    /// A command whose child moves into this cgroup before it execs.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        use std::os::unix::process::CommandExt as _;
+        let procs: PathBuf = self.cgroup.path().join("cgroup.procs");
+        let mut command = Command::new(program);
+        // SAFETY: only a write to a cgroup file between fork and exec.
+        unsafe { command.pre_exec(move || std::fs::write(&procs, b"0")) };
+        command
+    }
+
     /// Spawns `argv` with the child moved into this cgroup before it execs.
     pub fn spawn(&self, argv: &[&str]) -> Child {
         use std::os::unix::process::CommandExt as _;
@@ -107,6 +117,88 @@ pub fn drain_events(
     seen
 }
 
+/// The `guard` binary under test: $GUARD_BIN (the VM tier sets it), else
+/// built once per test process with the same cargo that runs the tests.
+/// (CARGO_BIN_EXE_guard only exists inside guard-userspace's own package.)
+pub fn guard_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("GUARD_BIN") {
+            return PathBuf::from(bin);
+        }
+        let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("tests/ has a parent")
+            .to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "guard-userspace",
+                "--bin",
+                "guard",
+            ])
+            .current_dir(&workspace)
+            .output()
+            .expect("running cargo build for the guard binary");
+        assert!(
+            out.status.success(),
+            "building the guard binary failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The test executable lives in target/<profile>/deps/.
+        let exe = std::env::current_exe().expect("current_exe");
+        let bin = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .map(|profile| profile.join("guard"))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| workspace.join("target/debug/guard"));
+        assert!(bin.exists(), "no guard binary at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A directory removed on drop, named after the test and pid.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("guard-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        Self { path }
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Polls `check` until it holds or `timeout` passes, then panics with `what`.
+pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
 /// The test process's stay inside a [`TestCgroup`]; moves it back on drop.
 pub struct InsideCgroup {
     home: PathBuf,
@@ -147,26 +239,6 @@ pub fn current_cgroup() -> PathBuf {
     guard::cgroup::cgroup2_mount()
         .expect("finding the cgroup2 mount")
         .join(relative.trim_start_matches('/'))
-}
-
-/// The guard binary: $GUARD_BIN (set by the VM tier's /init), else the one cargo
-/// built next to this test binary (target/<profile>/deps/<test> -> target/<profile>/guard).
-pub fn guard_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("GUARD_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let guard = exe
-        .ancestors()
-        .nth(2)
-        .expect("test binary inside target/<profile>/deps")
-        .join("guard");
-    assert!(
-        guard.is_file(),
-        "{} is missing: run `cargo build -p guard-userspace` or set GUARD_BIN",
-        guard.display()
-    );
-    guard
 }
 
 /// Says on the terminal that a test skipped its kernel part, and why. Written to

@@ -207,7 +207,7 @@ fn policy_compiled_session_holds_what_the_policy_protects() {
     let mut enforcer = guard::enforcer::Enforcer::start(
         PinDir::ephemeral().unwrap(),
         depth,
-        &Probe::ALL,
+        &Probe::ENFORCE,
         broker.clone(),
         None,
     )

@@ -1,5 +1,6 @@
 //! Developer tasks: `cargo xtask test`, `cargo xtask vm-test`, `cargo xtask bench`.
 
+mod bench;
 mod fuzz;
 mod test;
 mod vm;
@@ -21,6 +22,8 @@ enum Task {
     /// Boot Debian's 6.1 and 6.12 kernels under QEMU with BPF LSM and run the
     /// VM-tier tests (tests/tests/vm_*.rs). See docs/testing.md.
     VmTest(vm::VmTestArgs),
+    /// Per-call overhead of the seccomp backend (and of strace -f), as ratios.
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -28,6 +31,7 @@ fn main() {
     let result = match cli.command {
         Task::Test(args) => test::run(&args),
         Task::VmTest(args) => vm::run(&args),
+        Task::Bench(args) => bench::run(&args),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");

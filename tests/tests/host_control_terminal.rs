@@ -1,0 +1,326 @@
+//! Host tier: the terminal approval prompt, driven through a real
+//! pseudo-terminal left in raw mode (as a full-screen agent TUI leaves it).
+//! The session cgroup is frozen while the prompt is up, the terminal is
+//! cooked for the prompt and restored exactly afterwards, the agent gets
+//! SIGWINCH, and the answer resolves the hold through the broker.
+
+use std::{
+    ffi::CStr,
+    fs::File,
+    io::{Read as _, Write as _},
+    os::fd::{AsRawFd as _, FromRawFd as _},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use guard::{
+    action::Action,
+    decision::{Decision, Verdict},
+    freeze::SessionFreeze,
+    holds::{GrantScope, HoldBroker, HoldRequest, Outcome, Resolution},
+    terminal::{LocalDecider, Terminal, TerminalApprover},
+};
+use guard_tests::{TempDir, TestCgroup, require_root, wait_until};
+
+struct Pty {
+    master: File,
+    slave: File,
+    slave_path: PathBuf,
+}
+
+fn open_pty() -> Pty {
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: out pointers are valid; name/termios/winsize may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: ptsname returns a static buffer for a valid master fd.
+    let name = unsafe { CStr::from_ptr(libc::ptsname(master)) }
+        .to_string_lossy()
+        .into_owned();
+    // SAFETY: both fds were just opened and are owned here.
+    unsafe {
+        Pty {
+            master: File::from_raw_fd(master),
+            slave: File::from_raw_fd(slave),
+            slave_path: PathBuf::from(name),
+        }
+    }
+}
+
+fn termios(file: &File) -> libc::termios {
+    // SAFETY: plain data filled by tcgetattr on an open tty fd.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::tcgetattr(file.as_raw_fd(), &mut t) }, 0);
+    t
+}
+
+fn same_termios(a: &libc::termios, b: &libc::termios) -> bool {
+    a.c_iflag == b.c_iflag
+        && a.c_oflag == b.c_oflag
+        && a.c_cflag == b.c_cflag
+        && a.c_lflag == b.c_lflag
+        && a.c_cc == b.c_cc
+}
+
+/// Reads the master side until `needle` shows up.
+fn read_until(master: &mut File, needle: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        let mut pfd = libc::pollfd {
+            fd: master.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, 50) } > 0 {
+            let mut buf = [0u8; 4096];
+            let n = master.read(&mut buf).expect("reading the pty master");
+            seen.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&seen).into_owned();
+            if text.contains(needle) {
+                return text;
+            }
+        }
+    }
+    panic!(
+        "{needle:?} did not appear on the terminal within {timeout:?}; saw {:?}",
+        String::from_utf8_lossy(&seen)
+    );
+}
+
+fn request(pid: u32, path: &str) -> HoldRequest {
+    HoldRequest {
+        session: "tty".into(),
+        pid,
+        action: Action::Unlink {
+            path: PathBuf::from(path),
+        },
+        verdict: Verdict {
+            decision: Decision::Ask,
+            rule: "file.protected".into(),
+            reason: format!("{path} is protected"),
+        },
+        backend: "seccomp",
+    }
+}
+
+fn ask(broker: &Arc<HoldBroker>, req: HoldRequest) -> std::thread::JoinHandle<Outcome> {
+    let broker = broker.clone();
+    std::thread::spawn(move || broker.ask_outcome(req, Duration::from_secs(20), Decision::Deny))
+}
+
+fn frozen(cg: &TestCgroup) -> bool {
+    std::fs::read_to_string(cg.cgroup.path().join("cgroup.events"))
+        .unwrap()
+        .lines()
+        .any(|l| l == "frozen 1")
+}
+
+#[test]
+fn prompt_over_a_raw_mode_tui_freezes_asks_restores_and_redraws() {
+    require_root();
+    let dir = TempDir::new("tty");
+    let winch = dir.join("winch");
+    let cg = TestCgroup::new("tty");
+    let mut agent = cg
+        .command("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap 'echo w >> {}' WINCH; touch {}; while :; do sleep 0.05; done",
+            winch.display(),
+            dir.join("ready").display()
+        ))
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(5), "the agent's WINCH trap", || {
+        dir.join("ready").exists()
+    });
+    let mut pty = open_pty();
+    // The agent's TUI has put the terminal in raw mode.
+    let mut raw = termios(&pty.slave);
+    // SAFETY: raw is a valid termios.
+    unsafe {
+        libc::cfmakeraw(&mut raw);
+        assert_eq!(
+            libc::tcsetattr(pty.slave.as_raw_fd(), libc::TCSANOW, &raw),
+            0
+        );
+    }
+    let raw = termios(&pty.slave);
+
+    let broker = HoldBroker::new();
+    let terminal = Terminal::open_path(&pty.slave_path).expect("opening the pty slave");
+    let approver = TerminalApprover::start(
+        terminal,
+        "tty".into(),
+        SessionFreeze::new(cg.cgroup.clone()),
+        Arc::new(std::sync::atomic::AtomicI32::new(agent.id() as i32)),
+        Arc::new(LocalDecider {
+            broker: broker.clone(),
+            cgroup: cg.cgroup.clone(),
+        }),
+        "tester (at the session terminal)".into(),
+    )
+    .unwrap();
+    broker.observe(approver);
+
+    // 1. Approve for the session.
+    let asked = ask(&broker, request(agent.id(), "/prod/db"));
+    let shown = read_until(&mut pty.master, "[k]ill", Duration::from_secs(5));
+    assert!(shown.contains("unlink /prod/db"), "{shown}");
+    assert!(shown.contains("file.protected"), "{shown}");
+    assert!(shown.contains("/prod/db is protected"), "{shown}");
+    assert!(shown.contains("process chain"), "{shown}");
+    assert!(shown.contains(&agent.id().to_string()), "{shown}");
+    wait_until(Duration::from_secs(2), "the session to freeze", || {
+        frozen(&cg)
+    });
+    let cooked = termios(&pty.slave);
+    assert!(
+        cooked.c_lflag & libc::ICANON != 0,
+        "prompt must cook the terminal"
+    );
+    pty.master.write_all(b"s\n").unwrap();
+    let outcome = asked.join().unwrap();
+    assert_eq!(
+        outcome.resolution,
+        Resolution::Approved {
+            approver: "tester (at the session terminal)".into(),
+            scope: GrantScope::Session
+        }
+    );
+    wait_until(Duration::from_secs(2), "the session to thaw", || {
+        !frozen(&cg)
+    });
+    assert!(
+        same_termios(&termios(&pty.slave), &raw),
+        "termios not restored exactly"
+    );
+    wait_until(
+        Duration::from_secs(3),
+        "SIGWINCH to reach the agent",
+        || winch.exists(),
+    );
+
+    // 2. The same action again passes on the session grant, without a prompt.
+    let again = ask(&broker, request(agent.id(), "/prod/db"))
+        .join()
+        .unwrap();
+    assert!(again.by_grant);
+
+    // 3. A different action: a wrong key is asked again, then deny.
+    let asked = ask(&broker, request(agent.id(), "/prod/other"));
+    read_until(&mut pty.master, "/prod/other", Duration::from_secs(5));
+    pty.master.write_all(b"x\n").unwrap();
+    read_until(
+        &mut pty.master,
+        "answer a, s, d or k",
+        Duration::from_secs(5),
+    );
+    pty.master.write_all(b"d\n").unwrap();
+    assert!(matches!(
+        asked.join().unwrap().resolution,
+        Resolution::Denied { .. }
+    ));
+    assert!(same_termios(&termios(&pty.slave), &raw));
+
+    // 4. Decided elsewhere while the prompt is up: the prompt steps aside.
+    let asked = ask(&broker, request(agent.id(), "/prod/third"));
+    read_until(&mut pty.master, "/prod/third", Duration::from_secs(5));
+    let id = broker.pending()[0].id;
+    broker
+        .resolve(
+            id,
+            Resolution::Denied {
+                approver: "elsewhere".into(),
+            },
+        )
+        .unwrap();
+    asked.join().unwrap();
+    read_until(&mut pty.master, "decided elsewhere", Duration::from_secs(5));
+    wait_until(Duration::from_secs(2), "thaw after stepping aside", || {
+        !frozen(&cg)
+    });
+
+    // 5. Kill: the whole session dies.
+    let asked = ask(&broker, request(agent.id(), "/prod/fourth"));
+    read_until(&mut pty.master, "/prod/fourth", Duration::from_secs(5));
+    pty.master.write_all(b"k\n").unwrap();
+    assert!(matches!(
+        asked.join().unwrap().resolution,
+        Resolution::Killed { .. }
+    ));
+    let status = agent.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert!(same_termios(&termios(&pty.slave), &raw));
+}
+
+#[test]
+fn a_freeze_decision_keeps_the_whole_session_frozen_until_decided() {
+    require_root();
+    let cg = TestCgroup::new("freeze");
+    let mut sibling = cg.spawn(&["sleep", "30"]);
+    let broker = HoldBroker::new();
+    let freeze = SessionFreeze::new(cg.cgroup.clone());
+    broker.observe(guard::freeze::FreezeOnHold::new(
+        "tty".into(),
+        freeze.clone(),
+    ));
+    let mut req = request(sibling.id(), "/prod/frozen");
+    req.verdict.decision = Decision::Freeze;
+    let asked = ask(&broker, req);
+    wait_until(Duration::from_secs(2), "the session to freeze", || {
+        frozen(&cg)
+    });
+    // The prompt comes and goes (it holds the freeze too): still frozen.
+    freeze.hold();
+    freeze.release();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(frozen(&cg), "the prompt must not thaw a freeze hold");
+    // An ordinary ask does not freeze anything.
+    let plain = ask(&broker, request(sibling.id(), "/prod/plain"));
+    wait_until(Duration::from_secs(2), "two holds", || {
+        broker.pending().len() == 2
+    });
+    for hold in broker.pending() {
+        if hold.request.verdict.decision == Decision::Freeze {
+            broker
+                .resolve(
+                    hold.id,
+                    Resolution::Approved {
+                        approver: "t".into(),
+                        scope: GrantScope::Once,
+                    },
+                )
+                .unwrap();
+        }
+    }
+    asked.join().unwrap();
+    wait_until(Duration::from_secs(2), "the session to thaw", || {
+        !frozen(&cg)
+    });
+    let id = broker.pending()[0].id;
+    broker
+        .resolve(
+            id,
+            Resolution::Denied {
+                approver: "t".into(),
+            },
+        )
+        .unwrap();
+    plain.join().unwrap();
+    assert!(!frozen(&cg));
+    sibling.kill().unwrap();
+    sibling.wait().unwrap();
+}

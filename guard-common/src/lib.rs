@@ -8,10 +8,25 @@
 
 pub mod bounded;
 pub mod event;
+pub mod offsets;
+pub mod rules;
 pub mod session;
 
-pub use event::{EventHeader, EventKind, ExecEvent, FileEvent};
+pub use event::{ConnectEvent, EventHeader, EventKind, ExecEvent, FileEvent};
+pub use offsets::KernelOffsets;
+pub use rules::{
+    EndpointPrefix, Grant, GrantKey, HeldTask, NamePrefix, PathPrefix, Rule, WatchedExec,
+};
 pub use session::{SessionConfig, session_flags};
 
 /// Longest path the kernel programs copy, including the terminating NUL.
 pub const PATH_MAX: usize = 4096;
+
+/// Longest path component (d_name), including the NUL.
+pub const NAME_MAX: usize = 256;
+
+/// Directories above an object whose names ancestor-name rules compare.
+pub const ANCESTOR_NAMES_MAX: usize = 32;
+
+/// Path components the dentry walk follows before it flags the path truncated.
+pub const PATH_DEPTH_MAX: usize = 64;

@@ -6,8 +6,13 @@ mod bounded;
 mod event;
 mod exec;
 mod file;
+mod hold;
 mod maps;
+mod names;
+mod net;
+mod path;
 mod session;
+mod signal;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -1,0 +1,285 @@
+//! VM tier: what leaves the kernel. Workspace churn never does; unmatched
+//! paths go to policy; name patterns catch protected files anywhere; a
+//! session installed from the policy's own kernel tables holds what the
+//! policy protects. Skipped where BPF LSM cannot attach.
+
+mod kernel_harness;
+
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use guard::{
+    action::Action,
+    events::{KernelEvent, KernelVerdict},
+    pin::PinDir,
+    policy::Policy,
+    programs::Probe,
+};
+use guard_common::{EventKind, session_flags};
+use guard_tests::{TestCgroup, require_root};
+use kernel_harness::{files::*, *};
+
+#[test]
+fn workspace_churn_never_leaves_the_kernel() {
+    let Some(t) = protected_tree("vm-churn") else {
+        return;
+    };
+    let work = std::fs::canonicalize(&t.scratch.dir).unwrap().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let script = "i=0; while [ $i -lt 1000 ]; do echo x > f$i; rm f$i; i=$((i+1)); done";
+    // The same loop outside any session, for comparison.
+    let baseline_started = Instant::now();
+    let baseline = std::process::Command::new("/bin/sh")
+        .args(["-c", script])
+        .current_dir(&work)
+        .status()
+        .unwrap();
+    assert!(baseline.success());
+    let baseline_took = baseline_started.elapsed();
+    let started = Instant::now();
+    let mut child = session_command(&t.e.cg, &["/bin/sh", "-c", script])
+        .current_dir(&work)
+        .spawn()
+        .unwrap();
+    let status = wait_exit(
+        &mut child,
+        Duration::from_secs(300),
+        "1000 creates and deletes",
+    );
+    let took = started.elapsed();
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(t.e.broker.pending().is_empty(), "workspace churn was held");
+    assert_eq!(
+        t.e.event_count(),
+        0,
+        "ordinary actions must not reach userspace: {:#?}",
+        t.e.events.lock().unwrap()
+    );
+    let stats = t.e.enforcer.stats().unwrap();
+    assert_eq!(stats.held, 0, "{stats:?}");
+    // Straight to fd 2: libtest hides eprintln! of passing tests.
+    let _ = writeln!(
+        std::io::stderr(),
+        "vm_enforce: 1000 creates+deletes in the workspace took {took:?} in the session \
+         ({baseline_took:?} outside any session), 0 events, 0 holds"
+    );
+}
+
+/// A compiled rule set: outside the workspace every unlink goes to policy
+/// (here it allows, so no person is asked); inside it nothing leaves the kernel.
+#[test]
+fn outside_the_workspace_goes_to_policy_inside_stays_in_the_kernel() {
+    require_root();
+    let Some(e) = Enforced::start_lsm(
+        "vm-outside",
+        &Probe::LSM,
+        session_flags::WATCH_FILES,
+        Policy::embedded_default(),
+    ) else {
+        return;
+    };
+    let scratch = Scratch::new("vm-outside");
+    let root = std::fs::canonicalize(&scratch.dir).unwrap();
+    let (work, outside) = (root.join("work"), root.join("outside"));
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let rules = guard::kernel_maps::KernelRuleSet {
+        unmatched_file_hold: guard::kernel_maps::FILE_OPS & !EventKind::OpenWrite.bit(),
+        allowed_trees: vec![work.clone()],
+        ..Default::default()
+    };
+    e.enforcer
+        .tables
+        .lock()
+        .unwrap()
+        .install(e.session, &rules)
+        .expect("installing the rule set");
+
+    let inside = work.join("a");
+    std::fs::write(&inside, b"x").unwrap();
+    assert_eq!(
+        wait_exit(&mut rm(&e, &inside), Duration::from_secs(20), "rm").code(),
+        Some(0)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(e.event_count(), 0, "{:#?}", e.events.lock().unwrap());
+
+    let out = outside.join("b");
+    std::fs::write(&out, b"x").unwrap();
+    assert_eq!(
+        wait_exit(&mut rm(&e, &out), Duration::from_secs(20), "rm").code(),
+        Some(0)
+    );
+    assert!(!out.exists());
+    let events = e.events.lock().unwrap().clone();
+    assert!(
+        events.iter().any(|ev| matches!(ev, KernelEvent::File { path, verdict: KernelVerdict::Stopped, .. } if path == &out)),
+        "the outside unlink must have been held for policy: {events:#?}"
+    );
+    assert!(
+        e.broker.pending().is_empty(),
+        "policy allowed it: no person asked"
+    );
+}
+
+/// Name patterns hold what no prefix describes: `*.tfstate` anywhere and
+/// anything directly in a `.git` directory; other files never leave the kernel.
+#[test]
+fn name_patterns_send_matching_files_to_policy() {
+    use guard::kernel_maps::{KernelRuleSet, NameMatch};
+    require_root();
+    let Some(e) = Enforced::start_lsm(
+        "vm-names",
+        &Probe::LSM,
+        session_flags::WATCH_FILES,
+        Policy::embedded_default(),
+    ) else {
+        return;
+    };
+    let scratch = Scratch::new("vm-names");
+    let root = std::fs::canonicalize(&scratch.dir).unwrap();
+    std::fs::create_dir_all(root.join("infra/.git")).unwrap();
+    let rules = KernelRuleSet {
+        protected_names: vec![
+            (NameMatch::Suffix, ".tfstate".into()),
+            (NameMatch::Exact, ".git".into()),
+        ],
+        ..Default::default()
+    };
+    e.tables.lock().unwrap().install(e.session, &rules).unwrap();
+    let state = root.join("infra/prod.tfstate");
+    let config = root.join("infra/.git/config");
+    let plain = root.join("infra/main.tf");
+    // The policy asks about state files and git metadata: approve each.
+    for f in [&state, &config] {
+        std::fs::write(f, b"x").unwrap();
+        let mut child = rm(&e, f);
+        let hold = held_unlink_of(&e, f);
+        e.approve(&hold);
+        assert_eq!(
+            wait_exit(&mut child, Duration::from_secs(20), "rm").code(),
+            Some(0)
+        );
+    }
+    std::fs::write(&plain, b"x").unwrap();
+    assert_eq!(
+        wait_exit(&mut rm(&e, &plain), Duration::from_secs(20), "rm").code(),
+        Some(0)
+    );
+    assert!(e.broker.pending().is_empty());
+    std::thread::sleep(Duration::from_millis(300));
+    let held: Vec<PathBuf> = e
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|ev| match ev {
+            KernelEvent::File {
+                path,
+                verdict: KernelVerdict::Stopped,
+                ..
+            } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(held.contains(&state), "*.tfstate was not held: {held:?}");
+    assert!(held.contains(&config), ".git/config was not held: {held:?}");
+    assert!(!held.contains(&plain), "main.tf left the kernel: {held:?}");
+}
+
+/// End to end with the policy's own kernel tables (`add_policy_session`):
+/// a state file and git metadata in the workspace are held for a person
+/// (and stay after a denial); an ordinary file goes through.
+#[test]
+fn policy_compiled_session_holds_what_the_policy_protects() {
+    require_root();
+    let scratch = Scratch::new("vm-policy");
+    let ws = std::fs::canonicalize(&scratch.dir).unwrap();
+    let cg = Arc::new(TestCgroup::new("vm-policy"));
+    let depth = cg.cgroup.depth().unwrap();
+    let broker = guard::holds::HoldBroker::new();
+    let mut enforcer = guard::enforcer::Enforcer::start(
+        PinDir::ephemeral().unwrap(),
+        depth,
+        &Probe::ENFORCE,
+        broker.clone(),
+        None,
+    )
+    .expect("starting enforcement");
+    if !lsm_attached("vm_enforce policy", enforcer.program_set(), &Probe::LSM) {
+        return;
+    }
+    let policy = Arc::new(Policy::embedded_default().with_workspace(&ws));
+    enforcer
+        .add_policy_session(&cg.cgroup, "vm-policy", policy)
+        .expect("adding the session with its policy's tables");
+    std::fs::create_dir_all(ws.join("repo/.git")).unwrap();
+    let state = ws.join("prod.tfstate");
+    let object = ws.join("repo/.git/config");
+    let plain = ws.join("notes.txt");
+    for f in [&state, &object, &plain] {
+        std::fs::write(f, b"x").unwrap();
+    }
+    let rm_in = |path: &Path| {
+        session_command(&cg, &["rm", path.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Runs `rm path` in the session; approves exec holds (the policy may
+    // watch rm itself), denies or approves the unlink hold; returns rm's
+    // status and whether an unlink hold for `path` was seen.
+    let run = |path: &Path, allow_unlink: bool| {
+        let mut child = rm_in(path);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut unlink_held = false;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status, unlink_held);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rm {} never finished",
+                path.display()
+            );
+            for hold in broker.pending() {
+                let resolution = match &hold.request.action {
+                    Action::Unlink { path: held } if held == path => {
+                        unlink_held = true;
+                        assert!(path.exists(), "the file must be intact while held");
+                        if allow_unlink {
+                            None
+                        } else {
+                            Some(guard::holds::Resolution::Denied {
+                                approver: "test".into(),
+                            })
+                        }
+                    }
+                    _ => None,
+                };
+                let resolution = resolution.unwrap_or(guard::holds::Resolution::Approved {
+                    approver: "test".into(),
+                    scope: guard::holds::GrantScope::Once,
+                });
+                let _ = broker.resolve(hold.id, resolution);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    for f in [&state, &object] {
+        let (status, held) = run(f, false);
+        assert!(held, "the unlink of {} was not held", f.display());
+        assert_ne!(status.code(), Some(0));
+        assert!(f.exists(), "{} was removed after a denial", f.display());
+    }
+    let (status, held) = run(&plain, true);
+    assert_eq!(status.code(), Some(0));
+    assert!(!held, "an ordinary file must not need a person");
+    assert!(!plain.exists());
+}

@@ -4,18 +4,17 @@
 
 use std::{
     ffi::{CString, OsString},
-    os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _, unix::process::CommandExt as _},
+    os::{unix::ffi::OsStrExt as _, unix::process::CommandExt as _},
     path::PathBuf,
     process::{Command, ExitStatus},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicI32, Ordering},
+        atomic::{AtomicI32, Ordering},
     },
     time::{Duration, SystemTime},
 };
 
 use anyhow::{Context as _, bail};
-use guard_common::{SessionConfig, session_flags};
 
 use crate::{
     api::{
@@ -27,11 +26,14 @@ use crate::{
     audit::{self, AuditLog},
     cgroup::Cgroup,
     controller::{self, Controller},
-    events::{self, KernelEvent},
+    enforcer::Enforcer,
+    events::KernelEvent,
     freeze::{FreezeOnHold, SessionFreeze},
     holds::{HoldBroker, HoldObserver, HoldRequest, Outcome},
+    kernel_backends::EventObserver,
+    pin::PinDir,
     policy::Policy,
-    programs::{Probe, ProgramSet},
+    programs::Probe,
     seccomp::SessionFilter,
     signal_relay::SignalRelay,
     terminal::{Decider, LocalDecider, Terminal, TerminalApprover},
@@ -272,7 +274,13 @@ fn run_in(
     command.args(args);
     enter_session_as(&mut command, cgroup, account)?;
     // The seccomp filter goes last: after the cgroup move and the user switch.
-    let pending_filter = SessionFilter::prepare(&mut command)?;
+    // With BPF LSM active the kernel hooks hold file and connect calls, so
+    // the filter would only ask twice.
+    let pending_filter = if kernel.lsm_active() {
+        None
+    } else {
+        Some(SessionFilter::prepare(&mut command)?)
+    };
     let mut child = command
         .spawn()
         .with_context(|| format!("starting {}", program.to_string_lossy()))?;
@@ -305,7 +313,10 @@ fn run_in(
             }
         }
     }
-    let supervisor = match pending_filter.start(policy.clone(), broker.clone(), name.to_owned()) {
+    let supervisor = match pending_filter
+        .map(|f| f.start(policy.clone(), broker.clone(), name.to_owned()))
+        .transpose()
+    {
         Ok(supervisor) => supervisor,
         Err(e) => {
             let _ = cgroup.kill();
@@ -315,7 +326,9 @@ fn run_in(
     };
 
     let status: ExitStatus = child.wait().context("waiting for the command")?;
-    supervisor.stop();
+    if let Some(supervisor) = supervisor {
+        supervisor.stop();
+    }
     let (seen, dropped) = kernel.stop();
     let (controller_kind, counts) = match control {
         Control::Daemon { socket, .. } => {
@@ -356,72 +369,58 @@ fn run_in(
     })
 }
 
-/// The kernel side of a session: guard's programs, the session's entry in
-/// their map, and the thread reading their events.
+/// The kernel side of a session: guard's programs (exec stop everywhere,
+/// the LSM restart hold where BPF LSM is active), the session's kernel
+/// tables compiled from its policy, and the backends deciding held tasks
+/// through `broker`.
 struct KernelEnforcement {
-    set: ProgramSet,
-    stop: Arc<AtomicBool>,
-    reader: Option<std::thread::JoinHandle<()>>,
+    enforcer: Enforcer,
+    session: u64,
     events: Arc<Mutex<Vec<KernelEvent>>>,
 }
 
 impl KernelEnforcement {
-    /// Loads and attaches the programs and starts reading their events.
-    /// Hook: the kernel backends (exec stop, LSM restart hold) start here,
-    /// deciding held tasks with `policy` and asking `broker`.
     fn start(
         cgroup: &Cgroup,
-        _name: &str,
-        _policy: &Arc<Policy>,
-        _broker: &Arc<HoldBroker>,
+        name: &str,
+        policy: &Arc<Policy>,
+        broker: &Arc<HoldBroker>,
     ) -> anyhow::Result<Self> {
-        let mut set = ProgramSet::load(cgroup.depth()?, &[Probe::Exec])?;
-        set.require(Probe::Exec)?;
-        set.sessions()?.insert(
-            cgroup.id()?,
-            SessionConfig {
-                flags: session_flags::WATCH_EXEC,
-                _pad: 0,
-            },
-            0,
-        )?;
-        let mut ring = set.take_events()?;
         let events = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (seen, stopping) = (events.clone(), stop.clone());
-        let reader = std::thread::Builder::new()
-            .name("guard-events".into())
-            .spawn(move || {
-                while !stopping.load(Ordering::SeqCst) {
-                    poll_readable(ring.as_raw_fd(), 50);
-                    while let Some(record) = ring.next() {
-                        match events::decode(&record) {
-                            Ok(event) => seen.lock().expect("event list poisoned").push(event),
-                            Err(e) => log::warn!("undecodable kernel event: {e}"),
-                        }
-                    }
-                }
-            })
-            .context("starting the kernel event reader")?;
+        let seen = events.clone();
+        let observer: EventObserver = Arc::new(Mutex::new(move |e: &KernelEvent| {
+            seen.lock().expect("event list poisoned").push(e.clone())
+        }));
+        // Pinned privately: the session's enforcement ends with it.
+        let mut enforcer = Enforcer::start(
+            PinDir::ephemeral()?,
+            cgroup.depth()?,
+            &Probe::ENFORCE,
+            broker.clone(),
+            Some(observer),
+        )?;
+        let session = enforcer.add_policy_session(cgroup, name, policy.clone())?;
         Ok(Self {
-            set,
-            stop,
-            reader: Some(reader),
+            enforcer,
+            session,
             events,
         })
     }
 
-    /// Stops reading events; returns what was seen and the drop count.
+    /// Whether BPF LSM holds file and connect calls (else seccomp does).
+    fn lsm_active(&self) -> bool {
+        self.enforcer.lsm_active()
+    }
+
+    /// Takes the session out of enforcement; returns what was seen and the drop count.
     fn stop(mut self) -> (Vec<KernelEvent>, u64) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
         let dropped = self
-            .set
+            .enforcer
             .drops()
             .map(|d| d.iter().map(|(_, n)| n).sum())
             .unwrap_or(0);
+        self.enforcer.remove_session(self.session);
+        drop(self.enforcer);
         let seen = std::mem::take(&mut *self.events.lock().expect("event list poisoned"));
         (seen, dropped)
     }
@@ -483,16 +482,6 @@ fn enter_session_as(
         });
     }
     Ok(())
-}
-
-fn poll_readable(fd: i32, timeout_ms: i32) {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd for the duration of the call.
-    unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
 }
 
 /// Shell convention: 128+N for a signal.

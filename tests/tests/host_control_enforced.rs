@@ -1,0 +1,200 @@
+//! Host tier, end to end with the exec-stop backend: a real `guard session`
+//! stops a watched program before it runs; the hold is listed and decided by
+//! `guard holds` / `guard approve` / `guard deny` run as separate processes,
+//! with no daemon (the session's own socket) and with a running daemon.
+
+use std::{
+    io::Read as _,
+    os::unix::fs::PermissionsExt as _,
+    os::unix::net::UnixStream,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use guard::audit;
+use guard_tests::{TempDir, guard_bin, require_root, wait_until};
+use serde_json::Value;
+
+fn stand_in_terraform(dir: &TempDir) -> PathBuf {
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    let marker = dir.join("marker");
+    let terraform = dir.join("bin/terraform");
+    std::fs::write(
+        &terraform,
+        format!("#!/bin/sh\n: > {}\necho terraform ran\n", marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&terraform, std::fs::Permissions::from_mode(0o755)).unwrap();
+    marker
+}
+
+fn guard(dir: &TempDir) -> Command {
+    let mut command = Command::new(guard_bin());
+    command
+        .env("GUARD_SOCKET", dir.join("guard.sock"))
+        .env("GUARD_AUDIT_LOG", dir.join("audit.jsonl"));
+    command
+}
+
+/// `guard session` running a script that runs `terraform destroy`.
+fn session(dir: &TempDir, name: &str) -> Child {
+    let script = dir.join("agent.sh");
+    std::fs::write(&script, "terraform destroy -auto-approve\necho status=$?\n").unwrap();
+    guard(dir)
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                dir.join("bin").display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .args(["session", "--no-prompt", "--name", name, "--"])
+        .arg("sh")
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn pending(dir: &TempDir) -> Vec<Value> {
+    let out = guard(dir).args(["holds", "--json"]).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// Approves the holds that come first (the policy also reads the agent's
+/// script, which runs terraform destroy) and returns terraform's own hold.
+fn wait_for_terraform_hold(dir: &TempDir) -> u64 {
+    let mut id = 0;
+    wait_until(Duration::from_secs(20), "the terraform hold", || {
+        for h in pending(dir) {
+            let hid = h["id"].as_u64().unwrap();
+            if h["action"]["filename"]
+                .as_str()
+                .is_some_and(|f| f.ends_with("bin/terraform"))
+            {
+                id = hid;
+                return true;
+            }
+            let out = guard(dir)
+                .args(["approve", &hid.to_string()])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+        }
+        false
+    });
+    id
+}
+
+fn output(mut child: Child) -> (i32, String) {
+    let status = child.wait().unwrap();
+    let mut text = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    (status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn without_a_daemon_the_cli_approves_and_denies_a_real_exec_hold() {
+    require_root();
+    let dir = TempDir::new("enforced-embedded");
+    let marker = stand_in_terraform(&dir);
+
+    let child = session(&dir, &format!("emb-{}", std::process::id()));
+    let id = wait_for_terraform_hold(&dir);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!marker.exists(), "terraform ran while held");
+    let out = guard(&dir)
+        .args(["deny", &id.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (code, text) = output(child);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("status=137"), "{text}");
+    assert!(text.contains("guard: denied"), "{text}");
+    assert!(!marker.exists());
+
+    let child = session(&dir, &format!("emb2-{}", std::process::id()));
+    let id = wait_for_terraform_hold(&dir);
+    let out = guard(&dir)
+        .args(["approve", &id.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (code, text) = output(child);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("terraform ran") && text.contains("status=0"),
+        "{text}"
+    );
+    assert!(marker.exists());
+
+    let records = audit::read(&dir.join("audit.jsonl")).unwrap();
+    let ends: Vec<_> = records
+        .iter()
+        .filter(|r| r.what.contains("terraform destroy") && r.backend == "exec-stop")
+        .filter_map(|r| r.outcome.clone())
+        .collect();
+    assert_eq!(ends, ["held", "denied", "held", "approved"], "{records:#?}");
+}
+
+#[test]
+fn with_a_daemon_the_daemon_decides_a_real_exec_hold() {
+    require_root();
+    let dir = TempDir::new("enforced-daemon");
+    let marker = stand_in_terraform(&dir);
+    let audit_path = dir.join("daemon-audit.jsonl");
+    let mut daemon = guard(&dir)
+        .args(["daemon", "--audit-log"])
+        .arg(&audit_path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = dir.join("guard.sock");
+    wait_until(Duration::from_secs(10), "the daemon", || {
+        UnixStream::connect(&socket).is_ok()
+    });
+
+    let name = format!("dmn-{}", std::process::id());
+    let child = session(&dir, &name);
+    let id = wait_for_terraform_hold(&dir);
+    assert!(!marker.exists());
+    assert!(
+        !dir.join(&format!("sessions/{name}.sock")).exists(),
+        "with a daemon the session must not serve its own socket"
+    );
+    let out = guard(&dir)
+        .args(["approve", &id.to_string(), "--for", "session"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (code, text) = output(child);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("daemon controller"), "{text}");
+    assert!(marker.exists());
+    let records = audit::read(&audit_path).unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|r| r.outcome.as_deref() == Some("approved") && r.what.contains("terraform")),
+        "{records:#?}"
+    );
+    // SAFETY: our child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    daemon.wait().unwrap();
+}

@@ -1,0 +1,215 @@
+//! Host tier, end to end: `guard session` on a pseudo-terminal left in raw
+//! mode (as a full-screen agent leaves it). A watched program is stopped at
+//! exec; the prompt takes the terminal, the answers come from the keyboard
+//! side of the pty, the termios is restored exactly, and denial tells the
+//! program why before it is killed.
+
+use std::{
+    ffi::CStr,
+    fs::File,
+    io::{Read as _, Write as _},
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _},
+        unix::process::CommandExt as _,
+    },
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use guard_tests::{TempDir, guard_bin, require_root};
+
+struct Pty {
+    master: File,
+    slave: File,
+}
+
+fn open_pty() -> (Pty, PathBuf) {
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: valid out pointers; the rest may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: ptsname of a valid master.
+    let name = unsafe { CStr::from_ptr(libc::ptsname(master)) }
+        .to_string_lossy()
+        .into_owned();
+    // SAFETY: fresh fds owned here.
+    let pty = unsafe {
+        Pty {
+            master: File::from_raw_fd(master),
+            slave: File::from_raw_fd(slave),
+        }
+    };
+    (pty, PathBuf::from(name))
+}
+
+fn termios(file: &File) -> libc::termios {
+    // SAFETY: plain data filled by tcgetattr.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::tcgetattr(file.as_raw_fd(), &mut t) }, 0);
+    t
+}
+
+fn same(a: &libc::termios, b: &libc::termios) -> bool {
+    a.c_iflag == b.c_iflag
+        && a.c_oflag == b.c_oflag
+        && a.c_cflag == b.c_cflag
+        && a.c_lflag == b.c_lflag
+        && a.c_cc == b.c_cc
+}
+
+/// Reads the master until `needle` appears; returns everything read.
+fn read_until(master: &mut File, seen: &mut Vec<u8>, needle: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    let start = seen.len();
+    while Instant::now() < deadline {
+        let mut pfd = libc::pollfd {
+            fd: master.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, 50) } > 0 {
+            let mut buf = [0u8; 4096];
+            match master.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+            let text = String::from_utf8_lossy(&seen[start..]).into_owned();
+            if text.contains(needle) {
+                return text;
+            }
+        }
+    }
+    panic!(
+        "{needle:?} did not appear within {timeout:?}; terminal shows {:?}",
+        String::from_utf8_lossy(seen)
+    );
+}
+
+#[test]
+fn a_real_session_on_a_raw_terminal_asks_at_the_terminal() {
+    require_root();
+    let dir = TempDir::new("session-tty");
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    let marker = dir.join("marker");
+    let terraform = dir.join("bin/terraform");
+    std::fs::write(
+        &terraform,
+        format!("#!/bin/sh\n: > {}\necho terraform ran\n", marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &terraform,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+
+    let (mut pty, _) = open_pty();
+    let mut raw = termios(&pty.slave);
+    // SAFETY: valid termios.
+    unsafe {
+        libc::cfmakeraw(&mut raw);
+        assert_eq!(
+            libc::tcsetattr(pty.slave.as_raw_fd(), libc::TCSANOW, &raw),
+            0
+        );
+    }
+    let raw = termios(&pty.slave);
+
+    let slave_fd = pty.slave.as_raw_fd();
+    let mut command = Command::new(guard_bin());
+    command
+        .env("GUARD_SOCKET", dir.join("guard.sock"))
+        .env("GUARD_AUDIT_LOG", dir.join("audit.jsonl"))
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                dir.join("bin").display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .args([
+            "session",
+            "--name",
+            &format!("tty-{}", std::process::id()),
+            "--",
+            "sh",
+            "-c",
+            "terraform destroy -auto-approve; echo status=$?",
+        ])
+        .stdin(pty.slave.try_clone().unwrap())
+        .stdout(pty.slave.try_clone().unwrap())
+        .stderr(pty.slave.try_clone().unwrap());
+    // SAFETY: setsid and ioctl between fork and exec; the pty slave becomes
+    // the controlling terminal, as in a login shell.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setsid() < 0 || libc::ioctl(slave_fd, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut guard = command.spawn().unwrap_or_else(|e| panic!("{e}"));
+    let mut seen = Vec::new();
+
+    // The agent's own command is classified first (a shell running terraform destroy).
+    let shown = read_until(
+        &mut pty.master,
+        &mut seen,
+        "[k]ill",
+        Duration::from_secs(20),
+    );
+    assert!(shown.contains("terraform destroy"), "{shown}");
+    assert!(!marker.exists());
+    pty.master.write_all(b"a\n").unwrap();
+    // Then terraform itself, stopped before its first instruction.
+    let shown = read_until(
+        &mut pty.master,
+        &mut seen,
+        "[k]ill",
+        Duration::from_secs(20),
+    );
+    assert!(
+        shown.contains("bin/terraform destroy -auto-approve"),
+        "{shown}"
+    );
+    assert!(shown.contains("process chain"), "{shown}");
+    assert!(!marker.exists(), "terraform ran while held");
+    pty.master.write_all(b"d\n").unwrap();
+    let tail = read_until(
+        &mut pty.master,
+        &mut seen,
+        "status=",
+        Duration::from_secs(20),
+    );
+    read_until(
+        &mut pty.master,
+        &mut seen,
+        "ended with status",
+        Duration::from_secs(20),
+    );
+    let all = String::from_utf8_lossy(&seen).into_owned();
+    assert!(
+        all.contains("guard: denied"),
+        "the program must be told why: {all}"
+    );
+    assert!(all.contains("status=137"), "{tail}");
+    assert!(!marker.exists(), "denied terraform must never run");
+    let status = guard.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{all}");
+    assert!(
+        same(&termios(&pty.slave), &raw),
+        "termios not restored exactly"
+    );
+}

@@ -85,7 +85,10 @@ impl fmt::Display for Action {
                 if argv.is_empty() {
                     return write!(f, "exec {}", filename.display());
                 }
-                let words: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
+                let words: Vec<_> = argv
+                    .iter()
+                    .map(|a| shell_quote(&a.to_string_lossy()).into_owned())
+                    .collect();
                 write!(f, "{}", words.join(" "))
             }
             Action::Unlink { path } => write!(f, "unlink {}", path.display()),
@@ -105,6 +108,20 @@ impl fmt::Display for Action {
     }
 }
 
+/// Quotes an argv word the way a shell would need it, so `sh -c 'a; b'` reads
+/// back unambiguously to the person approving it.
+fn shell_quote(word: &str) -> std::borrow::Cow<'_, str> {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%^~".contains(&b));
+    if plain {
+        word.into()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''")).into()
+    }
+}
+
 fn lossy_vec<S: serde::Serializer>(v: &[OsString], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(v.iter().map(|a| a.to_string_lossy()))
 }
@@ -115,4 +132,21 @@ fn os_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<OsString>, D::Er
         .into_iter()
         .map(OsString::from)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_display_quotes_words_a_shell_would_split() {
+        let action = Action::Exec {
+            filename: PathBuf::from("/bin/sh"),
+            argv: ["sh", "-c", "rm -v x; echo $?", "it's", ""]
+                .map(OsString::from)
+                .to_vec(),
+            cwd: PathBuf::from("/"),
+        };
+        assert_eq!(action.to_string(), r"sh -c 'rm -v x; echo $?' 'it'\''s' ''");
+    }
 }

@@ -7,9 +7,8 @@
 use std::{
     ffi::{OsStr, OsString},
     fs,
-    io::Write as _,
     os::unix::ffi::OsStrExt as _,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{Arc, Mutex},
 };
 
@@ -21,6 +20,7 @@ use crate::{
     holds::{HoldBroker, HoldRequest},
     kernel_backends::{Outcome, SessionDirectory, ask, outcome_of, signal},
     kernel_maps::KernelMaps,
+    notice::tell,
 };
 
 /// Reads what a stopped exec is about to run: argv and cwd from /proc.
@@ -104,18 +104,6 @@ pub fn still_held(pid: u32) -> bool {
     matches!(process_state(pid), Some('T' | 't'))
         || fs::read_to_string(format!("/proc/{pid}/cgroup"))
             .is_ok_and(|c| c.contains("/guard-hold-"))
-}
-
-/// Writes one line to the process's stderr (best effort: a closed or
-/// socket stderr cannot be reopened through /proc).
-pub fn tell(pid: u32, line: &str) {
-    let path = PathBuf::from(format!("/proc/{pid}/fd/2"));
-    match fs::OpenOptions::new().append(true).open(&path) {
-        Ok(mut f) => {
-            let _ = writeln!(f, "{line}");
-        }
-        Err(e) => log::debug!("cannot write to stderr of pid {pid}: {e}"),
-    }
 }
 
 /// A stopped exec moved into a frozen child cgroup of its session while it

@@ -18,10 +18,11 @@ use guard_common::{EventKind, HeldTask};
 use crate::{
     action::{Action, Endpoint},
     events::{KernelEvent, KernelVerdict},
-    exec_stop::{ExecStop, process_state, still_held, tell},
+    exec_stop::{ExecStop, process_state, still_held},
     holds::{GrantScope, HoldBroker, HoldRequest},
     kernel_backends::{ONCE_GRANT_TTL, Outcome, SessionDirectory, ask, outcome_of, signal},
     kernel_maps::KernelMaps,
+    notice::tell,
 };
 
 /// A grant for the rest of the session: far enough to never expire first.

@@ -303,9 +303,7 @@ fn refuse(shared: &Shared, id: u64, r: Refusal<'_>) {
     if report {
         shared.broker.report(shared.request(creds, action, verdict));
     }
-    // Not notice::tell_denied: reopening a regular-file stderr gets its own
-    // offset, and the agent's next write would overwrite the line.
-    Task { tid: creds.tgid }.tell(creds.tgid, &notice::denial_line(action, &verdict.rule));
+    notice::tell_denied(creds.tgid, action, verdict);
     if kill {
         // SAFETY: signal to the caller's thread group, which is waiting in the kernel.
         unsafe { libc::kill(creds.tgid as i32, libc::SIGKILL) };
@@ -322,7 +320,6 @@ fn hold(
     op: Op,
     verdict: Verdict,
 ) {
-    let task = Task { tid: notif.pid };
     let freeze = verdict.decision == Decision::Freeze;
     if freeze && let Some(cg) = &shared.cgroup {
         // The caller sleeps killably, so freezing the cgroup stops everyone
@@ -331,13 +328,11 @@ fn hold(
             log::warn!("seccomp: freezing the session: {e:#}");
         }
     }
-    let what = action.to_string().replace(['\n', '\r'], "?");
-    task.tell(
+    notice::tell(
         creds.tgid,
         &format!(
-            "guard: holding {what} (rule {}) until a person approves: {}\n",
-            verdict.rule,
-            verdict.reason.replace(['\n', '\r'], "?")
+            "guard: holding {action} (rule {}) until a person approves: {}",
+            verdict.rule, verdict.reason
         ),
     );
     let request = shared.request(&creds, &action, &verdict);

@@ -127,34 +127,6 @@ impl Task {
             Ok(OwnedFd::from_raw_fd(got as RawFd))
         }
     }
-
-    /// Writes one line to the caller's stderr without ever blocking guard: a
-    /// regular file is written through the caller's own open file (its offset
-    /// and O_APPEND); a pipe or terminal is reopened non-blocking, and the line
-    /// is dropped if the pipe is full. Sockets and closed fds get nothing.
-    pub fn tell(&self, tgid: u32, line: &str) {
-        let Ok(fd) = self.dup_fd(tgid, 2) else {
-            return;
-        };
-        // SAFETY: fstat into a zeroed struct.
-        let regular = unsafe {
-            let mut st: libc::stat = std::mem::zeroed();
-            libc::fstat(fd.as_raw_fd(), &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG
-        };
-        let target = if regular {
-            fd
-        } else {
-            match open_path(
-                &format!("/proc/{}/fd/2", self.tid),
-                libc::O_WRONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
-            ) {
-                Ok(reopened) => reopened,
-                Err(_) => return,
-            }
-        };
-        let mut f = fs::File::from(target);
-        let _ = io::Write::write_all(&mut f, line.as_bytes());
-    }
 }
 
 fn parse_status(text: &str) -> Option<Creds> {

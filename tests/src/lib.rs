@@ -247,3 +247,70 @@ pub fn report_skip(test: &str, why: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
+
+/// `guard` run as a separate process against the sockets and audit log of
+/// one test directory, so tests never touch /run/guard.
+pub fn guard_cli(dir: &TempDir) -> Command {
+    let mut command = Command::new(guard_bin());
+    command
+        .env("GUARD_SOCKET", dir.join("guard.sock"))
+        .env("GUARD_AUDIT_LOG", dir.join("audit.jsonl"));
+    command
+}
+
+/// Pending holds as `guard holds --json` lists them (empty when none answer).
+pub fn pending_holds(dir: &TempDir) -> Vec<serde_json::Value> {
+    let out = guard_cli(dir).args(["holds", "--json"]).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// Waits for the hold `wanted` picks and returns its id, approving with
+/// `guard approve` every other hold that comes first (an agent's script may be
+/// asked about before the action under test).
+pub fn wait_for_hold(
+    dir: &TempDir,
+    what: &str,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> u64 {
+    let mut id = 0;
+    wait_until(Duration::from_secs(20), what, || {
+        for hold in pending_holds(dir) {
+            let hold_id = hold["id"].as_u64().expect("hold without an id");
+            if wanted(&hold) {
+                id = hold_id;
+                return true;
+            }
+            let out = guard_cli(dir)
+                .args(["approve", &hold_id.to_string()])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "approving hold {hold_id}: {out:?}");
+        }
+        false
+    });
+    id
+}
+
+/// Waits for a piped child and returns its exit code and stdout then stderr.
+pub fn child_output(mut child: Child) -> (i32, String) {
+    use std::io::Read as _;
+    let status = child.wait().unwrap();
+    let mut text = String::new();
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let mut stream = stream;
+        stream.read_to_string(&mut text).unwrap();
+    }
+    (status.code().unwrap_or(-1), text)
+}

@@ -4,17 +4,15 @@
 //! with no daemon (the session's own socket) and with a running daemon.
 
 use std::{
-    io::Read as _,
     os::unix::fs::PermissionsExt as _,
     os::unix::net::UnixStream,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::Duration,
 };
 
 use guard::audit;
-use guard_tests::{TempDir, guard_bin, require_root, wait_until};
-use serde_json::Value;
+use guard_tests::{TempDir, child_output, guard_cli, require_root, wait_for_hold, wait_until};
 
 fn stand_in_terraform(dir: &TempDir) -> PathBuf {
     std::fs::create_dir_all(dir.join("bin")).unwrap();
@@ -29,19 +27,11 @@ fn stand_in_terraform(dir: &TempDir) -> PathBuf {
     marker
 }
 
-fn guard(dir: &TempDir) -> Command {
-    let mut command = Command::new(guard_bin());
-    command
-        .env("GUARD_SOCKET", dir.join("guard.sock"))
-        .env("GUARD_AUDIT_LOG", dir.join("audit.jsonl"));
-    command
-}
-
 /// `guard session` running a script that runs `terraform destroy`.
 fn session(dir: &TempDir, name: &str) -> Child {
     let script = dir.join("agent.sh");
     std::fs::write(&script, "terraform destroy -auto-approve\necho status=$?\n").unwrap();
-    guard(dir)
+    guard_cli(dir)
         .env(
             "PATH",
             format!(
@@ -60,52 +50,14 @@ fn session(dir: &TempDir, name: &str) -> Child {
         .unwrap()
 }
 
-fn pending(dir: &TempDir) -> Vec<Value> {
-    let out = guard(dir).args(["holds", "--json"]).output().unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or_default()
-}
-
 /// Approves the holds that come first (the policy also reads the agent's
 /// script, which runs terraform destroy) and returns terraform's own hold.
 fn wait_for_terraform_hold(dir: &TempDir) -> u64 {
-    let mut id = 0;
-    wait_until(Duration::from_secs(20), "the terraform hold", || {
-        for h in pending(dir) {
-            let hid = h["id"].as_u64().unwrap();
-            if h["action"]["filename"]
-                .as_str()
-                .is_some_and(|f| f.ends_with("bin/terraform"))
-            {
-                id = hid;
-                return true;
-            }
-            let out = guard(dir)
-                .args(["approve", &hid.to_string()])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{out:?}");
-        }
-        false
-    });
-    id
-}
-
-fn output(mut child: Child) -> (i32, String) {
-    let status = child.wait().unwrap();
-    let mut text = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut text)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut text)
-        .unwrap();
-    (status.code().unwrap_or(-1), text)
+    wait_for_hold(dir, "the terraform hold", |h| {
+        h["action"]["filename"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("bin/terraform"))
+    })
 }
 
 #[test]
@@ -118,12 +70,12 @@ fn without_a_daemon_the_cli_approves_and_denies_a_real_exec_hold() {
     let id = wait_for_terraform_hold(&dir);
     std::thread::sleep(Duration::from_millis(300));
     assert!(!marker.exists(), "terraform ran while held");
-    let out = guard(&dir)
+    let out = guard_cli(&dir)
         .args(["deny", &id.to_string()])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let (code, text) = output(child);
+    let (code, text) = child_output(child);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("status=137"), "{text}");
     assert!(text.contains("guard: denied"), "{text}");
@@ -131,12 +83,12 @@ fn without_a_daemon_the_cli_approves_and_denies_a_real_exec_hold() {
 
     let child = session(&dir, &format!("emb2-{}", std::process::id()));
     let id = wait_for_terraform_hold(&dir);
-    let out = guard(&dir)
+    let out = guard_cli(&dir)
         .args(["approve", &id.to_string()])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let (code, text) = output(child);
+    let (code, text) = child_output(child);
     assert_eq!(code, 0, "{text}");
     assert!(
         text.contains("terraform ran") && text.contains("status=0"),
@@ -159,7 +111,7 @@ fn with_a_daemon_the_daemon_decides_a_real_exec_hold() {
     let dir = TempDir::new("enforced-daemon");
     let marker = stand_in_terraform(&dir);
     let audit_path = dir.join("daemon-audit.jsonl");
-    let mut daemon = guard(&dir)
+    let mut daemon = guard_cli(&dir)
         .args(["daemon", "--audit-log"])
         .arg(&audit_path)
         .stderr(Stdio::null())
@@ -178,12 +130,12 @@ fn with_a_daemon_the_daemon_decides_a_real_exec_hold() {
         !dir.join(&format!("sessions/{name}.sock")).exists(),
         "with a daemon the session must not serve its own socket"
     );
-    let out = guard(&dir)
+    let out = guard_cli(&dir)
         .args(["approve", &id.to_string(), "--for", "session"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let (code, text) = output(child);
+    let (code, text) = child_output(child);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("daemon controller"), "{text}");
     assert!(marker.exists());

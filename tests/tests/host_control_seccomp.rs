@@ -5,27 +5,17 @@
 //! every step.
 
 use std::{
-    io::Read as _,
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::Duration,
 };
 
 use guard::audit;
-use guard_tests::{TempDir, guard_bin, require_root, wait_until};
-use serde_json::Value;
-
-fn guard(dir: &TempDir) -> Command {
-    let mut command = Command::new(guard_bin());
-    command
-        .env("GUARD_SOCKET", dir.join("guard.sock"))
-        .env("GUARD_AUDIT_LOG", dir.join("audit.jsonl"));
-    command
-}
+use guard_tests::{TempDir, child_output, guard_cli, require_root, wait_for_hold};
 
 /// A session whose agent removes `terraform.tfstate` in its workspace.
 fn session(dir: &TempDir, name: &str) -> Child {
     let workspace = dir.join("ws");
-    guard(dir)
+    guard_cli(dir)
         .current_dir(&workspace)
         .args(["session", "--no-prompt", "--name", name, "--workspace"])
         .arg(&workspace)
@@ -41,43 +31,7 @@ fn session(dir: &TempDir, name: &str) -> Child {
 /// `rm terraform.tfstate` as a program) are approved, so the file call is
 /// what gets decided.
 fn hold_id(dir: &TempDir) -> u64 {
-    let mut id = 0;
-    wait_until(Duration::from_secs(20), "the rm hold", || {
-        let out = guard(dir).args(["holds", "--json"]).output().unwrap();
-        let holds: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        for h in holds {
-            let hid = h["id"].as_u64().unwrap();
-            if h["action"]["op"] == "unlink" {
-                id = hid;
-                return true;
-            }
-            let out = guard(dir)
-                .args(["approve", &hid.to_string()])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{out:?}");
-        }
-        false
-    });
-    id
-}
-
-fn output(mut child: Child) -> (i32, String) {
-    let status = child.wait().unwrap();
-    let mut text = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut text)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut text)
-        .unwrap();
-    (status.code().unwrap_or(-1), text)
+    wait_for_hold(dir, "the rm hold", |h| h["action"]["op"] == "unlink")
 }
 
 #[test]
@@ -92,12 +46,12 @@ fn rm_of_protected_state_is_held_then_denied_or_approved_from_another_process() 
     let id = hold_id(&dir);
     std::thread::sleep(Duration::from_millis(200));
     assert!(state.exists(), "the file went while held");
-    let out = guard(&dir)
+    let out = guard_cli(&dir)
         .args(["deny", &id.to_string()])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let (code, text) = output(child);
+    let (code, text) = child_output(child);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("Operation not permitted"), "{text}");
     assert!(text.contains("guard: denied unlink"), "{text}");
@@ -106,12 +60,12 @@ fn rm_of_protected_state_is_held_then_denied_or_approved_from_another_process() 
 
     let child = session(&dir, &format!("sc2-{}", std::process::id()));
     let id = hold_id(&dir);
-    let out = guard(&dir)
+    let out = guard_cli(&dir)
         .args(["approve", &id.to_string()])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let (code, text) = output(child);
+    let (code, text) = child_output(child);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("status=0"), "{text}");
     assert!(text.contains(" approved"), "{text}");

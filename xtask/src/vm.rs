@@ -18,7 +18,7 @@ pub struct VmTestArgs {
     #[arg(long, value_enum, default_value = "all")]
     pub kernel: KernelChoice,
     /// Seconds one boot may take, tests included, before QEMU is killed.
-    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
     pub timeout: u64,
     /// Seconds one test binary may run inside the VM before it is killed
     /// (SIGKILL) and counted as failed; the binaries after it still run.
@@ -36,7 +36,7 @@ impl Default for VmTestArgs {
     fn default() -> Self {
         Self {
             kernel: KernelChoice::All,
-            timeout: 600,
+            timeout: 900,
             test_timeout: 300,
             tests: "vm_".into(),
             lsm: qemu::DEFAULT_LSM.into(),
@@ -114,23 +114,42 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
         step.elapsed().as_secs_f64()
     );
 
+    // Each guest has one vCPU; booting the kernels side by side halves the
+    // tier's wall time on a two-core machine.
+    let outcomes: Vec<anyhow::Result<qemu::BootOutcome>> = std::thread::scope(|scope| {
+        let boots: Vec<_> = kernels
+            .iter()
+            .map(|kernel| {
+                let log = out_dir.join(format!("console-{}.log", kernel.series.label()));
+                println!(
+                    "xtask: vm: booting {} under QEMU (TCG; timeout {}s; console log {})",
+                    kernel.release,
+                    args.timeout,
+                    log.display()
+                );
+                let initrd = &initrd.path;
+                scope.spawn(move || {
+                    qemu::boot(
+                        kernel,
+                        initrd,
+                        &args.lsm,
+                        Duration::from_secs(args.timeout),
+                        &log,
+                    )
+                })
+            })
+            .collect();
+        boots
+            .into_iter()
+            .map(|boot| boot.join().expect("QEMU runner thread panicked"))
+            .collect()
+    });
+
     let mut failures = Vec::new();
     let mut summary = Vec::new();
-    for kernel in &kernels {
+    for (kernel, outcome) in kernels.iter().zip(outcomes) {
         let log = out_dir.join(format!("console-{}.log", kernel.series.label()));
-        println!(
-            "xtask: vm: booting {} under QEMU (TCG; timeout {}s; console log {})",
-            kernel.release,
-            args.timeout,
-            log.display()
-        );
-        let outcome = qemu::boot(
-            kernel,
-            &initrd.path,
-            &args.lsm,
-            Duration::from_secs(args.timeout),
-            &log,
-        )?;
+        let outcome = outcome?;
         let verdict = match (&outcome.result, outcome.timed_out) {
             (_, true) => {
                 failures.push(format!("{}: timed out", kernel.release));

@@ -324,6 +324,54 @@ fn a_hold_ends_when_its_process_is_killed() {
     assert!(file.exists());
 }
 
+fn file_rule_policy(tree: &Tree, decision: &str) -> Policy {
+    let yaml = format!(
+        "version: 1\nextends: default\nfiles:\n  - id: files.test-{decision}\n    paths: [\"{}/**\"]\n    ops: [unlink, rmdir, rename, truncate]\n    decision: {decision}\n",
+        tree.protected().display()
+    );
+    Policy::from_yaml(&yaml, "test.yaml").expect("test policy parses")
+}
+
+/// `deny` refuses at once, without a hold, and tells the agent which rule.
+#[test]
+fn deny_rule_refuses_without_a_hold() {
+    let tree = Tree::new("deny-rule");
+    let file = tree.p("protected/file");
+    let g = Guarded::start(
+        "deny-rule",
+        file_rule_policy(&tree, "deny"),
+        &[
+            "/bin/sh",
+            "-c",
+            "rm \"$1\"; echo \"rm exit $?\"",
+            "sh",
+            s(&file),
+        ],
+    );
+    let (code, out, err, stats) = g.finish_with_stats();
+    assert_eq!(code, 0);
+    assert!(out.contains("rm exit 1"), "{out:?}");
+    assert!(err.contains("(rule files.test-deny)"), "{err:?}");
+    assert_eq!((stats.held, stats.denied), (0, 1), "{stats:?}");
+    assert!(file.exists());
+}
+
+/// `kill` refuses and kills the process that tried (exit 137 from SIGKILL).
+#[test]
+fn kill_rule_kills_the_caller_before_the_call_runs() {
+    let tree = Tree::new("kill-rule");
+    let file = tree.p("protected/file");
+    let mut g = Guarded::start(
+        "kill-rule",
+        file_rule_policy(&tree, "kill"),
+        &["/bin/rm", s(&file)],
+    );
+    let status = g.child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert!(file.exists());
+}
+
 /// The denial line must survive in a stderr that is a regular file (a log):
 /// written through the agent's own open file, at its offset, so the agent's
 /// next message follows it instead of overwriting it.

@@ -372,6 +372,37 @@ fn kill_rule_kills_the_caller_before_the_call_runs() {
     assert!(file.exists());
 }
 
+/// `freeze` holds the call and freezes the rest of the session meanwhile: a
+/// sibling that keeps appending to a log stops until the hold is answered.
+#[test]
+fn freeze_rule_stops_the_whole_session_while_held() {
+    let tree = Tree::new("freeze-rule");
+    let file = tree.p("protected/file");
+    let log = tree.p("free/log");
+    let script = "(while :; do echo x >> \"$2\"; sleep 0.02; done) & sleep 0.3; rm \"$1\"; kill $!";
+    let mut g = Guarded::start(
+        "freeze-rule",
+        file_rule_policy(&tree, "freeze"),
+        &["/bin/sh", "-c", script, "sh", s(&file), s(&log)],
+    );
+    let hold = g.expect_hold();
+    std::thread::sleep(Duration::from_millis(200));
+    let frozen_at = fs::metadata(&log).unwrap().len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        fs::metadata(&log).unwrap().len(),
+        frozen_at,
+        "the sibling kept running during a freeze hold"
+    );
+    let (code, _, err) = g.resolve_and_finish(&hold, approve());
+    assert_eq!(code, 0, "{err:?}");
+    assert!(!file.exists());
+    assert!(
+        fs::metadata(&log).unwrap().len() >= frozen_at,
+        "the log must still be there"
+    );
+}
+
 /// The denial line must survive in a stderr that is a regular file (a log):
 /// written through the agent's own open file, at its offset, so the agent's
 /// next message follows it instead of overwriting it.

@@ -403,6 +403,38 @@ fn freeze_rule_stops_the_whole_session_while_held() {
     );
 }
 
+/// Odd names reach policy byte for byte (newline, non-UTF-8), and a path
+/// longer than PATH_MAX fails with ENAMETOOLONG as it would without guard.
+#[test]
+fn odd_and_overlong_paths_are_handled_exactly() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let tree = Tree::new("odd");
+    let odd = tree
+        .protected()
+        .join(std::ffi::OsStr::from_bytes(b"a\nb \xff"));
+    fs::write(&odd, b"x").unwrap();
+    let long = format!("/{}", "x".repeat(5000));
+    let script = "rm \"$2\"; echo \"long $?\"; name=$(printf 'a\\nb \\377'); rm \"$1/$name\"; echo \"odd $?\"";
+    let mut g = Guarded::start(
+        "odd",
+        policy_for(&tree),
+        &["/bin/sh", "-c", script, "sh", s(&tree.protected()), &long],
+    );
+    let hold = g.expect_hold();
+    assert_eq!(hold.request.action, Action::Unlink { path: odd.clone() });
+    let (_, out, err) = g.resolve_and_finish(&hold, deny());
+    assert!(
+        out.contains("long 1") && out.contains("odd 1"),
+        "{out:?} {err:?}"
+    );
+    assert!(err.contains("File name too long"), "{err:?}");
+    assert!(
+        err.contains("guard: denied unlink") && !err.contains("a\nb"),
+        "one line: {err:?}"
+    );
+    assert!(odd.exists());
+}
+
 /// The denial line must survive in a stderr that is a regular file (a log):
 /// written through the agent's own open file, at its offset, so the agent's
 /// next message follows it instead of overwriting it.

@@ -43,6 +43,7 @@ struct Tools {
     loops: PathBuf,
     run: PathBuf,
     scratch: PathBuf,
+    workspace: PathBuf,
 }
 
 impl Tools {
@@ -54,8 +55,13 @@ impl Tools {
                 let mut c = Command::new(&self.run);
                 // A protected path elsewhere: every call is still decoded and
                 // evaluated by policy, then performed by the supervisor.
-                c.arg("--protect")
+                // The tree lives in the workspace's build directory (target/),
+                // where the default policy lets mass deletion through.
+                c.arg("--workspace")
+                    .arg(&self.workspace)
+                    .arg("--protect")
                     .arg(self.scratch.join("protected"))
+                    .arg("--deny-holds")
                     .arg("--")
                     .arg(argv[0]);
                 c
@@ -67,7 +73,6 @@ impl Tools {
             }
         };
         c.args(&argv[1..]);
-        c.stderr(Stdio::null());
         c
     }
 }
@@ -91,6 +96,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         loops: bin.join("syscall_loops"),
         run: bin.join("guard_seccomp_run"),
         scratch: scratch.clone(),
+        workspace: root.clone(),
     };
     let strace = !args.no_strace && which("strace");
     if !args.no_strace && !strace {
@@ -167,6 +173,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             make_tree(&tree, args.files)?;
             let tree_s = tree.display().to_string();
             let mut c = tools.wrap(mode, &["/bin/rm", "-rf", &tree_s]);
+            c.stderr(Stdio::null());
             let t = Instant::now();
             let status = c.status().context("running rm -rf")?;
             let elapsed = t.elapsed();
@@ -190,11 +197,16 @@ fn loop_ns(tools: &Tools, mode: Mode, argv: &[&str]) -> anyhow::Result<f64> {
     let out = tools
         .wrap(mode, argv)
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .output()
         .with_context(|| format!("running {argv:?}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        bail!("{argv:?} under {} failed: {text}", mode_name(mode));
+        bail!(
+            "{argv:?} under {} failed: {text}{}",
+            mode_name(mode),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // "<what> <n> calls <ns> ns/call"
     text.split_whitespace()

@@ -147,6 +147,7 @@ pub(super) fn run(shared: Arc<Shared>, stop: OwnedFd) {
                 "seccomp supervisor: poll: {}",
                 std::io::Error::last_os_error()
             );
+            fail_closed(&shared);
             return;
         }
         if fds[1].revents != 0 {
@@ -164,12 +165,30 @@ pub(super) fn run(shared: Arc<Shared>, stop: OwnedFd) {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EINTR)) => {}
                 Err(e) => {
                     log::error!("seccomp supervisor: receiving a notification: {e}");
+                    fail_closed(&shared);
                     return;
                 }
             }
         } else if fds[0].revents & (libc::POLLHUP | libc::POLLERR) != 0 {
             return;
         }
+    }
+}
+
+/// The loop cannot go on: drop the listener now (by putting /dev/null in its
+/// fd slot), so the kernel fails the session's watched calls with ENOSYS
+/// instead of leaving them asleep with nobody to answer.
+fn fail_closed(shared: &Shared) {
+    log::error!("seccomp supervisor stopped: the session's watched calls now fail with ENOSYS");
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        // SAFETY: replaces our own fd atomically; the old file is released.
+        unsafe {
+            libc::dup3(
+                null.as_raw_fd(),
+                shared.listener.as_raw_fd(),
+                libc::O_CLOEXEC,
+            )
+        };
     }
 }
 

@@ -2,11 +2,15 @@
 //! supervisor-death test kills this process mid-hold, and `cargo xtask bench`
 //! times loops under it.
 //!
-//! guard-seccomp-run [--cgroup PATH] [--protect PREFIX]... [--report-holds] -- CMD [ARGS...]
+//! guard-seccomp-run [--cgroup PATH] [--workspace DIR] [--protect PREFIX]...
+//!                   [--report-holds] [--deny-holds] -- CMD [ARGS...]
 //!
 //! --cgroup        move CMD into this existing cgroup before exec
+//! --workspace     the session's workspace root (the default policy's rules
+//!                 depend on it)
 //! --protect       hold changes below PREFIX (nobody answers: holds wait)
 //! --report-holds  print `held <action>` on stdout when a hold opens
+//! --deny-holds    deny every hold at once and say so on stderr (benchmarks)
 //! Exits with CMD's status and prints the supervisor's counters on stderr.
 
 use std::{
@@ -24,12 +28,15 @@ fn main() {
     let mut cgroup: Option<PathBuf> = None;
     let mut policy = Policy::embedded_default();
     let mut report_holds = false;
+    let mut deny_holds = false;
     let mut command = Vec::new();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--cgroup" => cgroup = Some(args.next().expect("--cgroup PATH").into()),
             "--protect" => policy = policy.with_protected(args.next().expect("--protect PREFIX")),
             "--report-holds" => report_holds = true,
+            "--deny-holds" => deny_holds = true,
+            "--workspace" => policy = policy.with_workspace(args.next().expect("--workspace DIR")),
             "--" => {
                 command.extend(args.by_ref());
                 break;
@@ -62,6 +69,20 @@ fn main() {
             for hold in broker.pending().iter().skip(reported) {
                 println!("held {}", hold.request.action);
                 reported += 1;
+            }
+        }
+        if deny_holds {
+            for hold in broker.pending() {
+                eprintln!(
+                    "guard-seccomp-run: denying hold {} (rule {})",
+                    hold.request.action, hold.request.verdict.rule
+                );
+                let _ = broker.resolve(
+                    hold.id,
+                    guard::holds::Resolution::Denied {
+                        approver: "guard-seccomp-run --deny-holds".into(),
+                    },
+                );
             }
         }
         std::thread::sleep(Duration::from_millis(5));

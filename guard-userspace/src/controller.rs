@@ -457,3 +457,139 @@ fn to_value<T: Serialize>(v: &T) -> Value {
 /// How long a remote ask may take beyond its own timeout before the
 /// supervisor gives up on the daemon.
 pub const ASK_GRACE: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::{
+        action::Action,
+        decision::{Decision, Verdict},
+    };
+
+    fn info(name: &str, supervisor: u32, uid: u32) -> SessionInfo {
+        SessionInfo {
+            name: name.into(),
+            cgroup: "/nonexistent".into(),
+            cgroup_id: 0,
+            supervisor_pid: supervisor,
+            agent_pid: 0,
+            uid,
+            command: vec![],
+            started: String::new(),
+            socket: None,
+        }
+    }
+
+    fn peer(uid: u32) -> Peer {
+        // A socketpair gives a real peer (this process); the uid is then set
+        // to the one under test.
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut p = Peer::of(&a).unwrap();
+        p.uid = uid;
+        p
+    }
+
+    fn request(session: &str) -> HoldRequest {
+        HoldRequest {
+            session: session.into(),
+            pid: std::process::id(),
+            action: Action::Unlink {
+                path: PathBuf::from("/x"),
+            },
+            verdict: Verdict {
+                decision: Decision::Ask,
+                rule: "r".into(),
+                reason: "why".into(),
+            },
+            backend: "seccomp",
+        }
+    }
+
+    #[test]
+    fn registration_updates_only_for_the_same_supervisor() {
+        let c = Controller::new(HoldBroker::new(), None);
+        c.register(info("s", 10, 0)).unwrap();
+        let mut again = info("s", 10, 0);
+        again.agent_pid = 42;
+        c.register(again).unwrap();
+        assert_eq!(c.session("s").unwrap().info.agent_pid, 42);
+        let err = c.register(info("s", 11, 0)).unwrap_err();
+        assert!(err.message.contains("--name"), "{err}");
+        // One session_started event, not one per update.
+        let started = c
+            .recent_events()
+            .iter()
+            .filter(|e| matches!(e, ControlEvent::SessionStarted { .. }))
+            .count();
+        assert_eq!(started, 1);
+    }
+
+    #[test]
+    fn only_root_or_the_sessions_user_decides() {
+        let c = Controller::new(HoldBroker::new(), None);
+        c.register(info("s", 10, 1000)).unwrap();
+        let broker = c.broker().clone();
+        let waiter = std::thread::spawn(move || {
+            broker.ask(
+                request("s"),
+                std::time::Duration::from_secs(10),
+                Decision::Deny,
+            )
+        });
+        while c.broker().pending().is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let id = c.broker().pending()[0].id;
+        let refused = c.approve(id, GrantScope::Once, &peer(1001)).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Refused);
+        assert!(c.broker().is_pending(id));
+        c.approve(id, GrantScope::Once, &peer(1000)).unwrap();
+        assert!(matches!(
+            waiter.join().unwrap(),
+            Resolution::Approved { .. }
+        ));
+        assert_eq!(c.session("s").unwrap().counts.approved, 1);
+        assert_eq!(c.session("s").unwrap().counts.held, 1);
+    }
+
+    #[test]
+    fn supervisor_only_ops_need_root() {
+        let c = Controller::new(HoldBroker::new(), None);
+        let err = c
+            .handle(
+                Op::Register {
+                    session: info("x", 1, 1000),
+                },
+                &peer(1000),
+            )
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::Refused);
+        assert!(c.sessions().is_empty());
+    }
+
+    #[test]
+    fn a_dead_supervisor_is_reaped_and_its_holds_end() {
+        let c = Controller::new(HoldBroker::new(), None);
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        c.register(info("gone", dead, 0)).unwrap();
+        c.register(info("alive", std::process::id(), 0)).unwrap();
+        let broker = c.broker().clone();
+        let waiter = std::thread::spawn(move || {
+            broker.ask(
+                request("gone"),
+                std::time::Duration::from_secs(10),
+                Decision::Deny,
+            )
+        });
+        while c.broker().pending().is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(c.reap_dead_sessions(), ["gone"]);
+        assert!(matches!(waiter.join().unwrap(), Resolution::Killed { .. }));
+        assert_eq!(c.sessions().len(), 1);
+    }
+}

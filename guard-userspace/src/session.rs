@@ -32,6 +32,7 @@ use crate::{
     holds::{HoldBroker, HoldObserver, HoldRequest, Outcome},
     policy::Policy,
     programs::{Probe, ProgramSet},
+    seccomp::SessionFilter,
     signal_relay::SignalRelay,
     terminal::{Decider, LocalDecider, Terminal, TerminalApprover},
     users::{self, Account},
@@ -140,8 +141,7 @@ pub fn run(options: &SessionOptions) -> anyhow::Result<SessionSummary> {
     let name = options.name.clone().unwrap_or_else(default_session_name);
     validate_name(&name)?;
     let account = users::invoking_account(options.user.as_deref())?;
-    // `~` in the policy (~/.ssh/**) is the agent's home, not root's.
-    let policy = Arc::new(load_policy(options)?.with_home(&account.home));
+    let policy = Arc::new(load_policy(options, &account)?);
     // Signals are blocked before any thread starts, so only the forwarder sees them.
     let signals = SignalRelay::block()?;
     let cgroup = Cgroup::create(&format!("session-{name}"))?;
@@ -160,7 +160,7 @@ pub fn run(options: &SessionOptions) -> anyhow::Result<SessionSummary> {
     result
 }
 
-fn load_policy(options: &SessionOptions) -> anyhow::Result<Policy> {
+fn load_policy(options: &SessionOptions, account: &Account) -> anyhow::Result<Policy> {
     let policy = match &options.policy {
         // Errors name file:line:column and the fix (see docs/policy.md).
         Some(path) => Policy::load(path).map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -172,7 +172,11 @@ fn load_policy(options: &SessionOptions) -> anyhow::Result<Policy> {
             .with_context(|| format!("--workspace {}: no such directory", dir.display()))?,
         None => std::env::current_dir().context("reading the current directory")?,
     };
-    Ok(policy.with_workspace(workspace))
+    // `~` in rules means the home of the user the agent runs as, not root's.
+    Ok(policy
+        .with_home(&account.home)
+        .with_workspace(workspace)
+        .with_fresh_counters())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -267,8 +271,8 @@ fn run_in(
     let mut command = Command::new(program);
     command.args(args);
     enter_session_as(&mut command, cgroup, account)?;
-    // Hook: the seccomp backend registers its filter here, after the cgroup
-    // move and user switch: `let pending = seccomp::SessionFilter::prepare(&mut command)?;`
+    // The seccomp filter goes last: after the cgroup move and the user switch.
+    let pending_filter = SessionFilter::prepare(&mut command)?;
     let mut child = command
         .spawn()
         .with_context(|| format!("starting {}", program.to_string_lossy()))?;
@@ -301,10 +305,17 @@ fn run_in(
             }
         }
     }
-    // Hook: the seccomp backend starts here, deciding with `policy` and
-    // asking `broker`: `pending.start(policy.clone(), broker.clone(), name.to_owned())`.
+    let supervisor = match pending_filter.start(policy.clone(), broker.clone(), name.to_owned()) {
+        Ok(supervisor) => supervisor,
+        Err(e) => {
+            let _ = cgroup.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
 
     let status: ExitStatus = child.wait().context("waiting for the command")?;
+    supervisor.stop();
     let (seen, dropped) = kernel.stop();
     let (controller_kind, counts) = match control {
         Control::Daemon { socket, .. } => {

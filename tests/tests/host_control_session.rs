@@ -275,6 +275,8 @@ fn guard_kill_ends_an_embedded_session() {
 fn bad_session_arguments_are_clear_errors() {
     require_root();
     let dir = TempDir::new("badargs");
+    let bad_policy = dir.join("bad-policy.yaml");
+    std::fs::write(&bad_policy, "version: 1\nfiles: [ {\n").unwrap();
     for (args, needle) in [
         (vec!["--name", "a/b", "--", "true"], "invalid session name"),
         (
@@ -282,6 +284,14 @@ fn bad_session_arguments_are_clear_errors() {
             "--workspace",
         ),
         (vec!["--", "/no/such/program"], "starting /no/such/program"),
+        (
+            vec!["--policy", "/no/such/policy.yaml", "--", "true"],
+            "/no/such/policy.yaml",
+        ),
+        (
+            vec!["--policy", bad_policy.to_str().unwrap(), "--", "true"],
+            "bad-policy.yaml:",
+        ),
     ] {
         let out = Command::new(guard_bin())
             .env("GUARD_SOCKET", dir.join("guard.sock"))

@@ -324,3 +324,87 @@ fn a_freeze_decision_keeps_the_whole_session_frozen_until_decided() {
     sibling.kill().unwrap();
     sibling.wait().unwrap();
 }
+
+#[test]
+fn with_a_daemon_the_prompt_decides_through_the_daemon() {
+    require_root();
+    use std::os::unix::net::UnixStream;
+    let dir = TempDir::new("tty-daemon");
+    let socket = dir.join("guard.sock");
+    let audit_path = dir.join("audit.jsonl");
+    let mut daemon = std::process::Command::new(guard_tests::guard_bin())
+        .env("GUARD_SOCKET", &socket)
+        .args(["daemon", "--audit-log"])
+        .arg(&audit_path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the daemon", || {
+        UnixStream::connect(&socket).is_ok()
+    });
+    let cg = TestCgroup::new("tty-daemon");
+    let mut agent = cg.spawn(&["sleep", "30"]);
+    let upstream = Arc::new(guard::api::client::DaemonUpstream::new(socket.clone()));
+    upstream
+        .register(guard::api::wire::SessionInfo {
+            name: "tty".into(),
+            cgroup: cg.cgroup.path().to_string_lossy().into_owned(),
+            cgroup_id: cg.cgroup.id().unwrap(),
+            supervisor_pid: std::process::id(),
+            agent_pid: agent.id(),
+            uid: 0,
+            command: vec!["sleep".into()],
+            started: "now".into(),
+            socket: None,
+        })
+        .unwrap();
+    let broker = HoldBroker::new();
+    broker.set_upstream(upstream);
+    let mut pty = open_pty();
+    let approver = TerminalApprover::start(
+        Terminal::open_path(&pty.slave_path).unwrap(),
+        "tty".into(),
+        SessionFreeze::new(cg.cgroup.clone()),
+        Arc::new(std::sync::atomic::AtomicI32::new(agent.id() as i32)),
+        Arc::new(guard::api::client::DaemonDecider {
+            socket: socket.clone(),
+        }),
+        "tester".into(),
+    )
+    .unwrap();
+    broker.observe(approver);
+
+    let asked = ask(&broker, request(agent.id(), "/prod/via-daemon"));
+    read_until(&mut pty.master, "[k]ill", Duration::from_secs(10));
+    pty.master.write_all(b"s\n").unwrap();
+    let outcome = asked.join().unwrap();
+    assert!(
+        matches!(
+            outcome.resolution,
+            Resolution::Approved {
+                scope: GrantScope::Session,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    // The daemon holds the grant now.
+    assert!(
+        ask(&broker, request(agent.id(), "/prod/via-daemon"))
+            .join()
+            .unwrap()
+            .by_grant
+    );
+    let records = guard::audit::read(&audit_path).unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|r| r.outcome.as_deref() == Some("approved") && !r.by_grant),
+        "{records:#?}"
+    );
+    // SAFETY: our child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    daemon.wait().unwrap();
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+}

@@ -283,3 +283,59 @@ fn policy_compiled_session_holds_what_the_policy_protects() {
     assert!(!held, "an ordinary file must not need a person");
     assert!(!plain.exists());
 }
+
+/// With the embedded policy's tables, its deletion rate rule sends every
+/// unlink to userspace: each is a stop, a policy decision and a grant. They
+/// all finish without a person; the test prints what that costs per unlink.
+#[test]
+fn policy_rate_rules_decide_every_unlink_without_a_person() {
+    require_root();
+    let scratch = Scratch::new("vm-rate");
+    let ws = std::fs::canonicalize(&scratch.dir).unwrap();
+    let cg = Arc::new(TestCgroup::new("vm-rate"));
+    let broker = guard::holds::HoldBroker::new();
+    let events = Arc::new(std::sync::Mutex::new(0usize));
+    let seen = events.clone();
+    let observer: guard::kernel_backends::EventObserver =
+        Arc::new(std::sync::Mutex::new(move |_: &KernelEvent| {
+            *seen.lock().unwrap() += 1;
+        }));
+    let mut enforcer = guard::enforcer::Enforcer::start(
+        PinDir::ephemeral().unwrap(),
+        cg.cgroup.depth().unwrap(),
+        &Probe::LSM,
+        broker.clone(),
+        Some(observer),
+    )
+    .expect("starting enforcement");
+    if !lsm_attached("vm_enforce rate", enforcer.program_set(), &Probe::LSM) {
+        return;
+    }
+    let policy = Arc::new(Policy::embedded_default().with_workspace(&ws));
+    enforcer
+        .add_policy_session(&cg.cgroup, "vm-rate", policy)
+        .expect("adding the session");
+    // Below the rate threshold: the policy lets every one of them through.
+    let n = 20;
+    let script = format!("i=0; while [ $i -lt {n} ]; do echo x > f$i; rm f$i; i=$((i+1)); done");
+    let started = Instant::now();
+    let mut child = session_command(&cg, &["/bin/sh", "-c", &script])
+        .current_dir(&ws)
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(120), "creates and deletes");
+    let took = started.elapsed();
+    assert!(status.success());
+    assert!(
+        broker.pending().is_empty(),
+        "no person may be needed below the threshold"
+    );
+    let stats = enforcer.stats().unwrap();
+    let _ = writeln!(
+        std::io::stderr(),
+        "vm_enforce: {n} creates+deletes under the embedded policy took {took:?} \
+         ({} holds decided by policy, {} events)",
+        stats.held,
+        events.lock().unwrap()
+    );
+}

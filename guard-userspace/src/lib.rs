@@ -27,6 +27,7 @@ pub mod kernel_maps;
 pub mod kernel_policy;
 pub mod lsm_backend;
 pub mod notice;
+pub mod pidfd;
 pub mod pin;
 pub mod policy;
 pub mod programs;

@@ -4,12 +4,12 @@ use std::{
     fs::{File, OpenOptions},
     io::Write as _,
     os::{
-        fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+        fd::{AsRawFd as _, OwnedFd},
         unix::fs::OpenOptionsExt as _,
     },
 };
 
-use crate::{action::Action, decision::Verdict};
+use crate::{action::Action, decision::Verdict, pidfd::dup_process_fd};
 
 /// The line an agent sees when guard refuses an action.
 pub fn denial_line(action: &Action, rule: &str) -> String {
@@ -34,7 +34,7 @@ pub fn tell(pid: u32, line: &str) {
     // One line, whatever the path in it holds.
     let mut line = line.trim_end_matches('\n').replace(['\n', '\r'], "?");
     line.push('\n');
-    let target = match stderr_of(pid) {
+    let target = match dup_process_fd(pid, 2) {
         Ok(fd) if is_regular_file(&fd) => fd,
         _ => match OpenOptions::new()
             .append(true)
@@ -49,23 +49,6 @@ pub fn tell(pid: u32, line: &str) {
         },
     };
     let _ = File::from(target).write_all(line.as_bytes());
-}
-
-/// A duplicate of the process's fd 2: the same open file description.
-fn stderr_of(pid: u32) -> std::io::Result<OwnedFd> {
-    // SAFETY: plain syscalls whose results are checked; the fds are fresh and ours.
-    unsafe {
-        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0);
-        if pidfd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let pidfd = OwnedFd::from_raw_fd(pidfd as RawFd);
-        let fd = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), 2, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(OwnedFd::from_raw_fd(fd as RawFd))
-    }
 }
 
 fn is_regular_file(fd: &OwnedFd) -> bool {

@@ -5,7 +5,7 @@ use std::{
     ffi::{CString, OsString},
     fs, io,
     os::{
-        fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+        fd::{FromRawFd as _, OwnedFd, RawFd},
         unix::ffi::OsStringExt as _,
     },
     path::PathBuf,
@@ -113,19 +113,7 @@ impl Task {
 
     /// A duplicate of the caller's fd `fd` (same open file description).
     pub fn dup_fd(&self, tgid: u32, fd: i32) -> Result<OwnedFd, i32> {
-        // SAFETY: plain syscalls; results checked.
-        unsafe {
-            let pidfd = libc::syscall(libc::SYS_pidfd_open, tgid as libc::pid_t, 0);
-            if pidfd < 0 {
-                return Err(errno());
-            }
-            let pidfd = OwnedFd::from_raw_fd(pidfd as RawFd);
-            let got = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
-            if got < 0 {
-                return Err(errno());
-            }
-            Ok(OwnedFd::from_raw_fd(got as RawFd))
-        }
+        crate::pidfd::dup_process_fd(tgid, fd).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
     }
 }
 

@@ -6,7 +6,7 @@
 //! decision. One broker per controller.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, Condvar, Mutex},
     time::{Duration, Instant, SystemTime},
 };
@@ -115,6 +115,9 @@ pub enum HoldError {
 struct State {
     next_id: HoldId,
     pending: BTreeMap<HoldId, Hold>,
+    /// Opened but not yet seen by every observer: not listed, so nobody can
+    /// act on a hold whose audit record has not been written yet.
+    announcing: BTreeSet<HoldId>,
     resolved: BTreeMap<HoldId, (Hold, Resolution)>,
 }
 
@@ -201,12 +204,15 @@ impl HoldBroker {
                 since: SystemTime::now(),
             };
             state.pending.insert(id, hold.clone());
-            self.changed.notify_all();
+            state.announcing.insert(id);
             hold
         };
         for observer in self.observers() {
             observer.opened(&hold);
         }
+        let mut state = self.state.lock().expect("hold broker poisoned");
+        state.announcing.remove(&hold.id);
+        self.changed.notify_all();
         hold.id
     }
 
@@ -401,13 +407,14 @@ impl HoldBroker {
             .contains_key(&id)
     }
 
-    /// Pending holds, oldest first.
+    /// Pending holds, oldest first; a hold appears once every observer
+    /// (the audit log among them) has recorded it.
     pub fn pending(&self) -> Vec<Hold> {
-        self.state
-            .lock()
-            .expect("hold broker poisoned")
+        let state = self.state.lock().expect("hold broker poisoned");
+        state
             .pending
             .values()
+            .filter(|h| !state.announcing.contains(&h.id))
             .cloned()
             .collect()
     }
@@ -433,6 +440,27 @@ mod tests {
             },
             backend: "seccomp",
         }
+    }
+
+    /// Sees what `guard holds` would list while the audit record is written.
+    struct Peek(std::sync::Weak<HoldBroker>, Mutex<Vec<usize>>);
+
+    impl HoldObserver for Peek {
+        fn opened(&self, _hold: &Hold) {
+            let listed = self.0.upgrade().map_or(0, |b| b.pending().len());
+            self.1.lock().unwrap().push(listed);
+        }
+    }
+
+    #[test]
+    fn a_hold_is_listed_only_after_every_observer_recorded_it() {
+        let broker = HoldBroker::new();
+        let peek = Arc::new(Peek(Arc::downgrade(&broker), Mutex::default()));
+        broker.observe(peek.clone());
+        let id = broker.open(request());
+        assert_eq!(*peek.1.lock().unwrap(), [0], "listed before it was recorded");
+        assert!(broker.is_pending(id));
+        assert_eq!(broker.pending().len(), 1);
     }
 
     #[test]

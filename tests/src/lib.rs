@@ -187,6 +187,41 @@ impl Drop for TempDir {
     }
 }
 
+/// A child process killed and reaped on drop, so a failing test does not
+/// leave a daemon behind holding the test runner's pipes open.
+pub struct Reaped(pub Child);
+
+impl Reaped {
+    /// Asks the child to stop with SIGTERM and waits for it.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        // SAFETY: our own child, not yet reaped.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        self.0.wait().expect("waiting for a child")
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Polls `check` until it holds or `timeout` passes, then panics with `what`.
 pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

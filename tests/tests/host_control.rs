@@ -24,7 +24,7 @@ use guard::{
     decision::{Decision, Verdict},
     holds::{GrantScope, HoldBroker, HoldRequest, Outcome, Resolution},
 };
-use guard_tests::{TempDir, TestCgroup, guard_bin, require_root, wait_until};
+use guard_tests::{Reaped, TempDir, TestCgroup, guard_bin, require_root, wait_until};
 use serde_json::Value;
 
 const SESSION: &str = "ctl";
@@ -478,12 +478,14 @@ fn a_session_handing_asks_to_a_daemon_is_decided_by_the_daemon() {
     let dir = TempDir::new("daemon");
     let socket = dir.join("guard.sock");
     let audit_path = dir.join("audit.jsonl");
-    let mut daemon = guard_command(&socket)
-        .args(["daemon", "--audit-log"])
-        .arg(&audit_path)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting guard daemon");
+    let daemon = Reaped(
+        guard_command(&socket)
+            .args(["daemon", "--audit-log"])
+            .arg(&audit_path)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting guard daemon"),
+    );
     wait_until(Duration::from_secs(10), "the daemon socket", || {
         UnixStream::connect(&socket).is_ok()
     });
@@ -569,9 +571,7 @@ fn a_session_handing_asks_to_a_daemon_is_decided_by_the_daemon() {
     assert_eq!(records[0].backend, "exec-stop");
 
     // SIGTERM stops the daemon cleanly and removes its socket.
-    // SAFETY: kill has no memory preconditions; the pid is our child.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    let status = daemon.wait().unwrap();
+    let status = daemon.terminate();
     assert!(status.success(), "daemon exit {status:?}");
     assert!(!socket.exists());
     let _ = held.kill();
@@ -727,15 +727,7 @@ fn the_daemon_forgets_a_session_whose_supervisor_died() {
     require_root();
     let dir = TempDir::new("reap");
     let socket = dir.join("guard.sock");
-    let mut daemon = guard_command(&socket)
-        .args(["daemon", "--audit-log"])
-        .arg(dir.join("audit.jsonl"))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until(Duration::from_secs(10), "the daemon socket", || {
-        UnixStream::connect(&socket).is_ok()
-    });
+    let daemon = start_daemon(&socket, &dir.join("audit.jsonl"));
     let mut supervisor = Command::new("sleep").arg("60").spawn().unwrap();
     let mut info = session_info("ghost", 0);
     info.supervisor_pid = supervisor.id();
@@ -768,18 +760,17 @@ fn the_daemon_forgets_a_session_whose_supervisor_died() {
     );
     let sessions = guard::api::client::call(&socket, Op::Sessions).unwrap();
     assert_eq!(sessions, serde_json::json!([]));
-    // SAFETY: our child.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    daemon.wait().unwrap();
+    daemon.terminate();
 }
 
-fn start_daemon(socket: &Path, audit: &Path) -> Child {
+fn start_daemon(socket: &Path, audit: &Path) -> Reaped {
     let daemon = guard_command(socket)
         .args(["daemon", "--audit-log"])
         .arg(audit)
         .stderr(Stdio::null())
         .spawn()
         .expect("starting guard daemon");
+    let daemon = Reaped(daemon);
     wait_until(Duration::from_secs(10), "the daemon socket", || {
         UnixStream::connect(socket).is_ok()
     });
@@ -839,7 +830,7 @@ fn a_hold_survives_a_daemon_restart_and_is_approved_after_it() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(!asking.is_finished(), "the ask must outlive the daemon");
 
-    let mut second = start_daemon(&socket, &audit_path);
+    let second = start_daemon(&socket, &audit_path);
     let mut ids = Vec::new();
     wait_until(
         Duration::from_secs(10),
@@ -870,9 +861,7 @@ fn a_hold_survives_a_daemon_restart_and_is_approved_after_it() {
     );
     assert!(records.iter().all(|r| r.what == "unlink /prod/phoenix"));
 
-    // SAFETY: our child.
-    unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
-    second.wait().unwrap();
+    second.terminate();
     let _ = held.kill();
     let _ = held.wait();
 }
@@ -939,7 +928,7 @@ fn an_ask_with_a_huge_argv_reaches_the_daemon_intact() {
     require_root();
     let dir = TempDir::new("bigargv");
     let socket = dir.join("guard.sock");
-    let mut daemon = start_daemon(&socket, &dir.join("audit.jsonl"));
+    let daemon = start_daemon(&socket, &dir.join("audit.jsonl"));
     let upstream = Arc::new(DaemonUpstream::new(socket.clone()));
     upstream.register(session_info("big", 0)).unwrap();
     let broker = HoldBroker::new();
@@ -987,7 +976,5 @@ fn an_ask_with_a_huge_argv_reaches_the_daemon_intact() {
         panic!("not an exec");
     };
     assert_eq!(got, &argv);
-    // SAFETY: our child.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    daemon.wait().unwrap();
+    daemon.terminate();
 }

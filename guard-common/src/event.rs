@@ -87,6 +87,12 @@ pub mod path_flags {
     pub const TARGET_TRUNCATED: u32 = 1 << 1;
     /// For connect: the unix socket path is relative (resolve against the cwd).
     pub const RELATIVE: u32 = 1 << 2;
+    /// The op spent the session's rate budget: more than the rate rule's
+    /// count of such ops fell within its window (counted in the kernel).
+    pub const RATE_EXCEEDED: u32 = 1 << 3;
+    /// The op was charged to the session's rate budget (with or without
+    /// spending it): userspace leaves that rate rule to the kernel.
+    pub const RATE_CHARGED: u32 = 1 << 4;
 }
 
 /// `sched_process_exec`: the new image's path as execve(2) was given it.

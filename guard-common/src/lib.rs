@@ -15,7 +15,8 @@ pub mod session;
 pub use event::{ConnectEvent, EventHeader, EventKind, ExecEvent, FileEvent};
 pub use offsets::KernelOffsets;
 pub use rules::{
-    EndpointPrefix, Grant, GrantKey, HeldTask, NamePrefix, PathPrefix, Rule, WatchedExec,
+    EndpointPrefix, Grant, GrantKey, HeldTask, NamePrefix, PathPrefix, RateBudget, Rule,
+    WatchedExec,
 };
 pub use session::{SessionConfig, session_flags};
 

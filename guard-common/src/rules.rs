@@ -14,11 +14,62 @@ pub struct Rule {
     pub hold: u32,
     /// Ops refused in the kernel (-EPERM) without asking; reported.
     pub deny: u32,
+    /// Ops charged to the session's rate budget (`RATES`): they stay in the
+    /// kernel until the budget is spent, then they are held.
+    pub counted: u32,
+    /// Ops exempt from the rate budget here (a rate rule's `except`).
+    /// Wins over `counted` when rules are merged.
+    pub uncounted: u32,
 }
 
 impl Rule {
     /// Ordinary actions: nothing leaves the kernel.
-    pub const ALLOW: Rule = Rule { hold: 0, deny: 0 };
+    pub const ALLOW: Rule = Rule {
+        hold: 0,
+        deny: 0,
+        counted: 0,
+        uncounted: 0,
+    };
+
+    /// Held ops only.
+    pub const fn holding(hold: u32) -> Rule {
+        Rule {
+            hold,
+            ..Rule::ALLOW
+        }
+    }
+
+    /// The union of two rules covering the same action.
+    pub const fn merge(self, other: Rule) -> Rule {
+        Rule {
+            hold: self.hold | other.hold,
+            deny: self.deny | other.deny,
+            counted: self.counted | other.counted,
+            uncounted: self.uncounted | other.uncounted,
+        }
+    }
+}
+
+/// Ring slots of a rate budget: the most a kernel-counted rate rule's
+/// `count` can be is one less.
+pub const RATE_SLOTS: usize = 512;
+
+/// Value of `RATES` (keyed by session cgroup id): a sliding-window counter
+/// for one rate rule, kept in the kernel so ordinary deletions never leave
+/// it. The last `limit + 1` charged ops' times sit in a ring; an op is over
+/// budget when the op `limit` places before it is less than `window_ns` old,
+/// that is, when more than `limit` ops fell within the window.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RateBudget {
+    /// The rule's `count` (at most `RATE_SLOTS - 1`).
+    pub limit: u32,
+    pub _pad: u32,
+    pub window_ns: u64,
+    /// Ops charged so far; each takes slot `seq % (limit + 1)`.
+    pub seq: u64,
+    /// bpf_ktime_get_ns of each charged op; 0 when unused.
+    pub slots: [u64; RATE_SLOTS],
 }
 
 /// Bytes of a path an LPM rule can match on. With the session id this is the
@@ -30,7 +81,7 @@ pub const PATH_PREFIX_MAX: usize = 256 - SESSION_KEY_LEN;
 /// stored as `/dir/` (everything below it); a rule for one file as `/file\0`
 /// (the NUL makes it exact).
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct PathPrefix {
     pub session: [u8; SESSION_KEY_LEN],
     pub path: [u8; PATH_PREFIX_MAX],
@@ -130,4 +181,5 @@ mod pod {
     unsafe impl aya::Pod for Grant {}
     unsafe impl aya::Pod for HeldTask {}
     unsafe impl aya::Pod for NamePrefix {}
+    unsafe impl aya::Pod for RateBudget {}
 }

@@ -20,6 +20,7 @@ use crate::{
     maps::{FILE_SCRATCH, PATH_RULES, PATH_SCRATCH, PathScratch, count, stat},
     names::{ancestor_rule, name_rule},
     path::{inode_id, mix, name_hash, offsets, read_u32, read_u64, resolve},
+    rate::rate_spent,
     session::current_session,
 };
 
@@ -113,10 +114,7 @@ fn file_hook(kind: EventKind, dir: u64, leaf: u64, to_dir: u64, to_leaf: u64) ->
     let o = offsets();
     let bit = kind.bit();
     let unmatched = if config.flags & session_flags::HOLD_UNMATCHED_FILES != 0 {
-        Rule {
-            hold: UNMATCHED_HOLD,
-            deny: 0,
-        }
+        Rule::holding(UNMATCHED_HOLD)
     } else {
         Rule::ALLOW
     };
@@ -134,6 +132,7 @@ fn file_hook(kind: EventKind, dir: u64, leaf: u64, to_dir: u64, to_leaf: u64) ->
     );
     let mut hold = rule.hold & bit;
     let mut deny = rule.deny & bit;
+    let mut counted = rule.counted & !rule.uncounted & bit;
     let path_len = unsafe { copy_path(s, (*ev).path.as_mut_ptr()) };
 
     let dentry = if leaf != 0 {
@@ -155,6 +154,7 @@ fn file_hook(kind: EventKind, dir: u64, leaf: u64, to_dir: u64, to_leaf: u64) ->
         );
         hold |= to_rule.hold & bit;
         deny |= to_rule.deny & bit;
+        counted |= to_rule.counted & !to_rule.uncounted & bit;
         target_len = unsafe { copy_path(s, (*ev).target.as_mut_ptr()) };
         let to_dir_dentry = read_u64(to_dir + o.path_dentry as u64).unwrap_or(0);
         object_id = mix(
@@ -168,6 +168,14 @@ fn file_hook(kind: EventKind, dir: u64, leaf: u64, to_dir: u64, to_leaf: u64) ->
     // A path that did not resolve in full is never allowed without a decision.
     if flags != 0 {
         hold |= bit;
+    }
+    // Every counted op is charged, held or not, so the window sees them all.
+    if counted != 0 && deny == 0 {
+        flags |= path_flags::RATE_CHARGED;
+        if rate_spent(session) {
+            hold |= bit;
+            flags |= path_flags::RATE_EXCEEDED;
+        }
     }
     if hold == 0 && deny == 0 {
         return 0;
@@ -204,13 +212,11 @@ fn file_hook(kind: EventKind, dir: u64, leaf: u64, to_dir: u64, to_leaf: u64) ->
 fn with_names(rule: Rule, s: *mut PathScratch, session: u64, flags: u32) -> Rule {
     let mut rule = rule;
     if let Some(named) = unsafe { name_rule(s, session) } {
-        rule.hold |= named.hold;
-        rule.deny |= named.deny;
+        rule = rule.merge(named);
     }
     if flags & session_flags::ANCESTOR_NAMES != 0 {
         if let Some(named) = unsafe { ancestor_rule(s, session) } {
-            rule.hold |= named.hold;
-            rule.deny |= named.deny;
+            rule = rule.merge(named);
         }
         // Deeper than the ancestors compared: an unseen `.git` may be up there.
         let depth = unsafe { core::ptr::read_volatile(&(*s).depth) } as usize;

@@ -11,6 +11,7 @@ mod maps;
 mod names;
 mod net;
 mod path;
+mod rate;
 mod session;
 mod signal;
 

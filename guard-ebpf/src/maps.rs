@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use guard_common::{
     ConnectEvent, EndpointPrefix, ExecEvent, FileEvent, Grant, GrantKey, HeldTask, NAME_MAX,
-    NamePrefix, PATH_DEPTH_MAX, PATH_MAX, PathPrefix, Rule, SessionConfig, WatchedExec,
+    NamePrefix, PATH_DEPTH_MAX, PATH_MAX, PathPrefix, RateBudget, Rule, SessionConfig, WatchedExec,
     event::EVENT_KINDS, session::SESSION_KEY_LEN,
 };
 
@@ -47,6 +47,11 @@ pub static ANCESTOR_NAME_RULES: LpmTrie<NamePrefix, Rule> = LpmTrie::pinned(4096
 /// Suffix patterns (stored reversed) on the object's or its parent's name.
 #[map]
 pub static NAME_SUFFIX_RULES: LpmTrie<NamePrefix, Rule> = LpmTrie::pinned(4096, 0);
+
+/// Each session's rate budget (one kernel-counted rate rule), by cgroup id.
+/// 512 sessions of 4 KiB.
+#[map]
+pub static RATES: HashMap<u64, RateBudget> = HashMap::pinned(512, 0);
 
 /// Program base names whose exec stops the task, per session.
 #[map]

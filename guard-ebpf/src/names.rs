@@ -74,8 +74,7 @@ unsafe fn component_rules(
     if let Some(found) =
         NAME_PREFIX_RULES.get(unsafe { &*(key as *const _ as *const Key<NamePrefix>) })
     {
-        rule.hold |= found.hold;
-        rule.deny |= found.deny;
+        *rule = rule.merge(*found);
         matched = 1;
     }
 
@@ -102,8 +101,7 @@ unsafe fn component_rules(
     if let Some(found) =
         NAME_SUFFIX_RULES.get(unsafe { &*(key as *const _ as *const Key<NamePrefix>) })
     {
-        rule.hold |= found.hold;
-        rule.deny |= found.deny;
+        *rule = rule.merge(*found);
         matched = 1;
     }
     matched
@@ -146,8 +144,7 @@ pub unsafe fn ancestor_rule(s: *mut PathScratch, session: u64) -> Option<Rule> {
         if let Some(found) =
             ANCESTOR_NAME_RULES.get(unsafe { &*(key as *const _ as *const Key<NamePrefix>) })
         {
-            rule.hold |= found.hold;
-            rule.deny |= found.deny;
+            rule = rule.merge(*found);
             matched = true;
         }
     }

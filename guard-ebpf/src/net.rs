@@ -44,10 +44,7 @@ fn try_connect(addr: u64, addrlen: i32) -> Option<i32> {
     let ev = CONNECT_SCRATCH.get_ptr_mut(0)?;
     let family: u16 = unsafe { bpf_probe_read_kernel(addr as *const u16) }.ok()?;
     let unmatched = if config.flags & session_flags::HOLD_UNMATCHED_CONNECT != 0 {
-        Rule {
-            hold: EventKind::Connect.bit(),
-            deny: 0,
-        }
+        Rule::holding(EventKind::Connect.bit())
     } else {
         Rule::ALLOW
     };
@@ -87,10 +84,7 @@ fn try_connect(addr: u64, addrlen: i32) -> Option<i32> {
                 (a, b) => {
                     let a = a.unwrap_or(Rule::ALLOW);
                     let b = b.unwrap_or(Rule::ALLOW);
-                    Rule {
-                        hold: a.hold | b.hold,
-                        deny: a.deny | b.deny,
-                    }
+                    a.merge(b)
                 }
             };
             let hi = u64::from_be_bytes([ip[0], ip[1], ip[2], ip[3], ip[4], ip[5], ip[6], ip[7]]);

@@ -57,6 +57,9 @@ pub enum KernelEvent {
         target: Option<PathBuf>,
         /// A path did not resolve in full: never treat it as allowed.
         truncated: bool,
+        /// The kernel charged this op to the session's rate budget:
+        /// `Some(true)` if it spent it. `None`: not counted in the kernel.
+        rate: Option<bool>,
     },
     Connect {
         pid: u32,
@@ -244,6 +247,8 @@ pub fn decode(record: &[u8]) -> Result<KernelEvent, DecodeError> {
         path: path_of(&event.path, event.path_len),
         target: (op == FileOp::Rename).then(|| path_of(&event.target, event.target_len)),
         truncated: event.flags & (path_flags::PATH_TRUNCATED | path_flags::TARGET_TRUNCATED) != 0,
+        rate: (event.flags & path_flags::RATE_CHARGED != 0)
+            .then_some(event.flags & path_flags::RATE_EXCEEDED != 0),
     })
 }
 

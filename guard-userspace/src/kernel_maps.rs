@@ -14,9 +14,11 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::maps::{HashMap, Map, MapData, lpm_trie::Key, lpm_trie::LpmTrie};
 use guard_common::{
-    EndpointPrefix, EventKind, Grant, GrantKey, HeldTask, NamePrefix, PathPrefix, Rule,
+    EndpointPrefix, EventKind, Grant, GrantKey, HeldTask, NamePrefix, PathPrefix, RateBudget, Rule,
     WatchedExec,
-    rules::{EXEC_NAME_MAX, NAME_KEY_LEN, NAME_PATTERN_MAX, PATH_PREFIX_MAX, grant_verdict},
+    rules::{
+        EXEC_NAME_MAX, NAME_KEY_LEN, NAME_PATTERN_MAX, PATH_PREFIX_MAX, RATE_SLOTS, grant_verdict,
+    },
     session::SESSION_KEY_LEN,
 };
 
@@ -89,6 +91,24 @@ pub struct KernelMaps {
     grants: HashMap<MapData, GrantKey, Grant>,
     held: HashMap<MapData, u32, HeldTask>,
     guard_pids: HashMap<MapData, u32, u32>,
+    rates: HashMap<MapData, u64, RateBudget>,
+}
+
+/// `trie`'s rule for exactly `key` merged with `rule` (an LPM lookup alone
+/// would return a shorter covering entry's rule).
+fn merged<K: aya::Pod + PartialEq>(
+    trie: &LpmTrie<MapData, K, Rule>,
+    key: &Key<K>,
+    rule: Rule,
+) -> Rule {
+    let exact = trie
+        .keys()
+        .filter_map(Result::ok)
+        .any(|k| k.prefix_len() == key.prefix_len() && k.data() == key.data());
+    match trie.get(key, 0) {
+        Ok(old) if exact => old.merge(rule),
+        _ => rule,
+    }
 }
 
 fn open(pin: &Path, name: &str) -> anyhow::Result<Map> {
@@ -111,6 +131,7 @@ impl KernelMaps {
             grants: HashMap::try_from(open(pin, "GRANTS")?)?,
             held: HashMap::try_from(open(pin, "HELD")?)?,
             guard_pids: HashMap::try_from(open(pin, "GUARD_PIDS")?)?,
+            rates: HashMap::try_from(open(pin, "RATES")?)?,
         })
     }
 
@@ -152,22 +173,7 @@ impl KernelMaps {
         };
         data.path[..prefix.len()].copy_from_slice(prefix);
         let key = Key::new(((SESSION_KEY_LEN + prefix.len()) * 8) as u32, data);
-        let merged = match self.paths.get(&key, 0) {
-            // Only an exact key match merges; a shorter covering prefix is another entry.
-            Ok(old)
-                if self.paths.keys().filter_map(Result::ok).any(|k| {
-                    k.prefix_len() == key.prefix_len()
-                        && k.data().path == data.path
-                        && k.data().session == data.session
-                }) =>
-            {
-                Rule {
-                    hold: old.hold | rule.hold,
-                    deny: old.deny | rule.deny,
-                }
-            }
-            _ => rule,
-        };
+        let merged = merged(&self.paths, &key, rule);
         self.paths.insert(&key, merged, 0)?;
         Ok(())
     }
@@ -197,11 +203,38 @@ impl KernelMaps {
         rule: Rule,
     ) -> anyhow::Result<()> {
         let key = name_key(session, how, pattern)?;
-        match how {
-            NameMatch::Suffix => self.name_suffixes.insert(&key, rule, 0)?,
-            NameMatch::Ancestor => self.ancestor_names.insert(&key, rule, 0)?,
-            NameMatch::Exact | NameMatch::Prefix => self.name_prefixes.insert(&key, rule, 0)?,
+        let trie = match how {
+            NameMatch::Suffix => &mut self.name_suffixes,
+            NameMatch::Ancestor => &mut self.ancestor_names,
+            NameMatch::Exact | NameMatch::Prefix => &mut self.name_prefixes,
+        };
+        let rule = merged(trie, &key, rule);
+        trie.insert(&key, rule, 0)?;
+        Ok(())
+    }
+
+    /// Gives a session a rate budget: ops its rules mark `counted` stay in
+    /// the kernel until more than `limit` of them fall within `window`.
+    pub fn set_rate_budget(
+        &mut self,
+        session: u64,
+        limit: u32,
+        window: Duration,
+    ) -> anyhow::Result<()> {
+        if limit as usize >= RATE_SLOTS {
+            bail!(
+                "a kernel rate budget counts at most {} ops, not {limit}",
+                RATE_SLOTS - 1
+            );
         }
+        let budget = RateBudget {
+            limit,
+            _pad: 0,
+            window_ns: window.as_nanos().try_into().unwrap_or(u64::MAX),
+            seq: 0,
+            slots: [0; RATE_SLOTS],
+        };
+        self.rates.insert(session, budget, 0)?;
         Ok(())
     }
 
@@ -215,15 +248,9 @@ impl KernelMaps {
 
     /// Installs a compiled rule set for a session (on top of what is there).
     pub fn install(&mut self, session: u64, rules: &KernelRuleSet) -> anyhow::Result<()> {
-        let hold = |mask| Rule {
-            hold: mask,
-            deny: 0,
-        };
+        let hold = |mask| Rule::holding(mask);
         if rules.unmatched_file_hold != 0 {
-            let rule = Rule {
-                hold: rules.unmatched_file_hold,
-                deny: 0,
-            };
+            let rule = Rule::holding(rules.unmatched_file_hold);
             self.set_path_rule(session, Path::new("/"), PathScope::Below, rule)?;
         }
         for p in &rules.allowed_trees {
@@ -244,8 +271,8 @@ impl KernelMaps {
         }
         for &(addr, bits, port) in &rules.denied_endpoints {
             let deny = Rule {
-                hold: 0,
                 deny: EventKind::Connect.bit(),
+                ..Rule::ALLOW
             };
             self.set_endpoint_rule(session, addr, bits, port, deny)?;
         }
@@ -362,6 +389,7 @@ impl KernelMaps {
         for k in grants {
             let _ = self.grants.remove(&k);
         }
+        let _ = self.rates.remove(&session);
     }
 }
 

@@ -11,7 +11,7 @@ use guard_common::{EventKind, Rule, session_flags};
 use crate::{
     action::ActionKind,
     kernel_maps::{KernelMaps, NameMatch},
-    policy::kernel::{KernelTables, NamePattern, OpMasks, op_bit, path_flags},
+    policy::kernel::{KernelTables, NamePattern, op_bit, path_flags},
 };
 
 /// Port ranges wider than this hold every connect instead of one entry per port.
@@ -35,19 +35,6 @@ pub fn kernel_bits(policy_mask: u32) -> u32 {
         .fold(0, |m, (_, e)| m | e.bit())
 }
 
-/// The policy's op mask for a path entry's location.
-fn location_mask(masks: &OpMasks, flags: u32) -> u32 {
-    if flags & path_flags::BUILD_DIR != 0 {
-        masks.build_dir
-    } else if flags & path_flags::WORKSPACE != 0 {
-        masks.workspace
-    } else if flags & path_flags::SCRATCH != 0 {
-        masks.scratch
-    } else {
-        masks.outside
-    }
-}
-
 /// Installs `tables` for `session` and returns the session flags to set.
 pub fn install(maps: &mut KernelMaps, session: u64, tables: &KernelTables) -> anyhow::Result<u32> {
     let everywhere = if tables.all_file_ops {
@@ -55,15 +42,28 @@ pub fn install(maps: &mut KernelMaps, session: u64, tables: &KernelTables) -> an
     } else {
         0
     };
-    let hold = |mask: u32| Rule {
-        hold: kernel_bits(mask),
-        deny: 0,
+    let hold = |mask: u32| Rule::holding(kernel_bits(mask));
+    // The rate rule the kernel counts: what each location charges.
+    let charged = |flags: u32| -> Rule {
+        let Some(rate) = &tables.rate else {
+            return Rule::ALLOW;
+        };
+        let counted = kernel_bits(rate.counted.for_flags(flags));
+        Rule {
+            counted,
+            uncounted: if flags & path_flags::RATE_EXEMPT != 0 {
+                counted
+            } else {
+                0
+            },
+            ..Rule::ALLOW
+        }
     };
     // `/`: what no entry covers (outside every workspace).
     maps.set_path_prefix(
         session,
         b"/",
-        hold(tables.ops_by_location.outside | everywhere),
+        hold(tables.ops_by_location.outside | everywhere).merge(charged(0)),
     )?;
     for entry in &tables.paths {
         let protected = if entry.flags & path_flags::PROTECTED != 0 {
@@ -71,7 +71,8 @@ pub fn install(maps: &mut KernelMaps, session: u64, tables: &KernelTables) -> an
         } else {
             0
         };
-        let mask = location_mask(&tables.ops_by_location, entry.flags) | protected | everywhere;
+        let mask = tables.ops_by_location.for_flags(entry.flags) | protected | everywhere;
+        let rule = hold(mask).merge(charged(entry.flags));
         let bytes = entry.prefix.as_bytes();
         if bytes.len() > guard_common::rules::PATH_PREFIX_MAX {
             if protected == 0 {
@@ -83,11 +84,11 @@ pub fn install(maps: &mut KernelMaps, session: u64, tables: &KernelTables) -> an
             maps.set_path_prefix(
                 session,
                 &bytes[..guard_common::rules::PATH_PREFIX_MAX],
-                hold(mask),
+                rule,
             )?;
             continue;
         }
-        maps.set_path_prefix(session, bytes, hold(mask))?;
+        maps.set_path_prefix(session, bytes, rule)?;
     }
     for name in &tables.protected_names {
         let (how, text) = match name {
@@ -109,10 +110,26 @@ pub fn install(maps: &mut KernelMaps, session: u64, tables: &KernelTables) -> an
     {
         flags |= session_flags::ANCESTOR_NAMES;
     }
-    let connect = Rule {
-        hold: EventKind::Connect.bit(),
-        deny: 0,
-    };
+    if let Some(rate) = &tables.rate {
+        let all = kernel_bits(
+            rate.counted.outside
+                | rate.counted.workspace
+                | rate.counted.build_dir
+                | rate.counted.scratch,
+        );
+        let exempt = Rule {
+            uncounted: all,
+            ..Rule::ALLOW
+        };
+        for name in &rate.exempt_names {
+            // Below a directory with this name, and the directory itself.
+            maps.set_name_rule(session, NameMatch::Ancestor, name, exempt)?;
+            maps.set_name_rule(session, NameMatch::Exact, name, exempt)?;
+            flags |= session_flags::ANCESTOR_NAMES;
+        }
+        maps.set_rate_budget(session, rate.limit, rate.window)?;
+    }
+    let connect = Rule::holding(EventKind::Connect.bit());
     if tables.all_connects {
         flags |= session_flags::HOLD_UNMATCHED_CONNECT;
     }
@@ -149,10 +166,7 @@ pub fn install(maps: &mut KernelMaps, session: u64, tables: &KernelTables) -> an
     if tables.all_execs {
         flags |= session_flags::STOP_ALL_EXEC;
     }
-    let exec = Rule {
-        hold: EventKind::Exec.bit(),
-        deny: 0,
-    };
+    let exec = Rule::holding(EventKind::Exec.bit());
     for name in &tables.watched_programs {
         if let Err(e) = maps.watch_exec(session, name, exec) {
             log::warn!("watched program {name:?} is not stopped at exec: {e:#}");
@@ -164,6 +178,7 @@ pub fn install(maps: &mut KernelMaps, session: u64, tables: &KernelTables) -> an
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::kernel::OpMasks;
 
     #[test]
     fn op_masks_translate_bit_by_bit() {
@@ -187,12 +202,12 @@ mod tests {
             build_dir: 4,
             scratch: 8,
         };
-        assert_eq!(location_mask(&m, 0), 1);
-        assert_eq!(location_mask(&m, path_flags::WORKSPACE), 2);
+        assert_eq!(m.for_flags(0), 1);
+        assert_eq!(m.for_flags(path_flags::WORKSPACE), 2);
         assert_eq!(
-            location_mask(&m, path_flags::WORKSPACE | path_flags::BUILD_DIR),
+            m.for_flags(path_flags::WORKSPACE | path_flags::BUILD_DIR),
             4
         );
-        assert_eq!(location_mask(&m, path_flags::SCRATCH), 8);
+        assert_eq!(m.for_flags(path_flags::SCRATCH), 8);
     }
 }

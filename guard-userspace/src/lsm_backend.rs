@@ -93,7 +93,13 @@ impl LsmBackend {
                 rule: "session.unknown".into(),
             };
         };
-        let mut verdict = policy.evaluate(&action);
+        let mut verdict = match event {
+            // The kernel counted the policy's rate rule and says how it stands.
+            KernelEvent::File {
+                rate: Some(spent), ..
+            } => policy.evaluate_from_kernel(&action, *spent),
+            _ => policy.evaluate(&action),
+        };
         if let KernelEvent::File {
             truncated: true, ..
         } = event

@@ -23,14 +23,7 @@ fn watched_session(tag: &str) -> Enforced {
     e.tables
         .lock()
         .unwrap()
-        .watch_exec(
-            e.session,
-            "terraform",
-            Rule {
-                hold: EventKind::Exec.bit(),
-                deny: 0,
-            },
-        )
+        .watch_exec(e.session, "terraform", Rule::holding(EventKind::Exec.bit()))
         .expect("watching terraform");
     e
 }

@@ -144,8 +144,8 @@ fn production_endpoint_is_refused_or_held_while_others_connect_untouched() {
                 32,
                 Some(5432),
                 Rule {
-                    hold: 0,
                     deny: EventKind::Connect.bit(),
+                    ..Rule::ALLOW
                 },
             )
             .unwrap();
@@ -155,10 +155,7 @@ fn production_endpoint_is_refused_or_held_while_others_connect_untouched() {
                 ip,
                 32,
                 Some(5433),
-                Rule {
-                    hold: EventKind::Connect.bit(),
-                    deny: 0,
-                },
+                Rule::holding(EventKind::Connect.bit()),
             )
             .unwrap();
     }
@@ -217,8 +214,8 @@ fn ipv6_and_unix_socket_rules_apply_to_their_endpoints_only() {
     let v6 = TcpListener::bind("[::1]:5434").expect("listening on [::1]:5434");
     let v6_ok = TcpListener::bind("[::1]:5435").expect("listening on [::1]:5435");
     let deny = Rule {
-        hold: 0,
         deny: EventKind::Connect.bit(),
+        ..Rule::ALLOW
     };
     {
         let mut t = e.tables.lock().unwrap();

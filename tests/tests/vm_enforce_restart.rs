@@ -60,10 +60,7 @@ fn pending_hold_survives_a_controller_restart() {
             first.session,
             &protected,
             PathScope::Below,
-            Rule {
-                hold: FILE_OPS,
-                deny: 0,
-            },
+            Rule::holding(FILE_OPS),
         )
         .unwrap();
     let mut child = rm(&first, &db);
@@ -125,14 +122,7 @@ fn session_cannot_sigcont_an_exec_stop_or_signal_the_guard() {
     e.tables
         .lock()
         .unwrap()
-        .watch_exec(
-            e.session,
-            "terraform",
-            Rule {
-                hold: EventKind::Exec.bit(),
-                deny: 0,
-            },
-        )
+        .watch_exec(e.session, "terraform", Rule::holding(EventKind::Exec.bit()))
         .unwrap();
     let script = format!(
         "terraform destroy & p=$!; sleep 2; kill -CONT $p; echo \"held=$?\" >&2; \

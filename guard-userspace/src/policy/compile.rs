@@ -247,6 +247,8 @@ pub struct RateRuleC {
     pub ops: Vec<ActionKind>,
     pub scope: Scope,
     pub except: GlobSet,
+    /// The globs `except` was built from (for the kernel's rate budget).
+    pub except_patterns: Vec<String>,
     pub count: u32,
     pub window: Duration,
     pub decision: Decision,
@@ -357,16 +359,20 @@ impl Compiled {
             rates: file
                 .rates
                 .iter()
-                .map(|r| RateRuleC {
+                .map(|r| {
+                    let except_patterns: Vec<String> = r
+                        .except
+                        .iter()
+                        .flat_map(|g| path_patterns(&g.0, home))
+                        .collect();
+                    (r, except_patterns)
+                })
+                .map(|(r, except_patterns)| RateRuleC {
                     id: r.id.0.clone(),
                     ops: file_ops(&r.ops, &[FileOp::Unlink, FileOp::Rmdir]),
                     scope: r.scope.unwrap_or(Scope::OutsideBuildDirs),
-                    except: globset(
-                        &r.except
-                            .iter()
-                            .flat_map(|g| path_patterns(&g.0, home))
-                            .collect::<Vec<_>>(),
-                    ),
+                    except: globset(&except_patterns),
+                    except_patterns,
                     count: r.count,
                     window: r.window.0,
                     decision: r.decision,

@@ -13,14 +13,14 @@
 //! Everything here over-approximates: when a pattern cannot be expressed, the
 //! table says "send it up" (`all_*` flags), never "let it through".
 
-use std::{collections::BTreeSet, net::IpAddr, path::Path};
+use std::{collections::BTreeSet, net::IpAddr, path::Path, time::Duration};
 
 use ipnet::IpNet;
 use serde::Serialize;
 
 use super::{
     Location, Policy, exec,
-    format::{FailMode, PortRange},
+    format::{FailMode, PortRange, Scope},
     scope_matches,
 };
 use crate::{action::ActionKind, decision::Decision};
@@ -40,6 +40,60 @@ pub mod path_flags {
     pub const SCRATCH: u32 = 1 << 2;
     /// A file rule protects it: ops in `protected_ops` go to userspace.
     pub const PROTECTED: u32 = 1 << 3;
+    /// The kernel-counted rate rule's `except` covers it: not charged.
+    pub const RATE_EXEMPT: u32 = 1 << 4;
+}
+
+/// The rate rule the kernel counts itself (`guard-ebpf/src/rate.rs`), so
+/// deletions below the rate never leave the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KernelRate {
+    /// The rule's id.
+    pub rule: String,
+    /// More than this many charged ops...
+    pub limit: u32,
+    /// ...within this window spend the budget.
+    pub window: Duration,
+    /// Ops charged, by location (the rule's ops where its scope applies).
+    pub counted: OpMasks,
+    /// Directory names whose trees (and the directories themselves) are
+    /// exempt: the rule's `**/NAME/**` excepts.
+    pub exempt_names: Vec<String>,
+}
+
+/// What one `except` glob of a rate rule is to the kernel.
+enum Exemption {
+    /// `/dir/**`: paths below `/dir/` (a prefix entry).
+    Prefix(String),
+    /// `**/NAME/**`: a directory named NAME anywhere above the object.
+    Name(String),
+    /// A companion the kernel covers with the forms above or leaves counted
+    /// (`**/NAME`, `/dir`: the directory itself, one op at most).
+    Covered,
+}
+
+fn exemption(pattern: &str) -> Option<Exemption> {
+    // `**/**/x` (a relative `**/x` made absolute) is `**/x`.
+    let mut pattern = pattern;
+    while let Some(rest) = pattern.strip_prefix("**/**/") {
+        pattern = &pattern[pattern.len() - rest.len() - 3..];
+    }
+    let meta = |s: &str| s.contains(['*', '?', '[', ']', '{', '}', '\\']);
+    if let Some(name) = pattern
+        .strip_prefix("**/")
+        .and_then(|r| r.strip_suffix("/**"))
+    {
+        return (!meta(name) && !name.contains('/') && !name.is_empty())
+            .then(|| Exemption::Name(name.to_string()));
+    }
+    if let Some(name) = pattern.strip_prefix("**/") {
+        return (!meta(name) && !name.contains('/')).then_some(Exemption::Covered);
+    }
+    if let Some(dir) = pattern.strip_suffix("/**") {
+        return (dir.starts_with('/') && !meta(dir) && dir.len() > 1)
+            .then(|| Exemption::Prefix(format!("{dir}/")));
+    }
+    (pattern.starts_with('/') && !meta(pattern)).then_some(Exemption::Covered)
 }
 
 /// Bit of a file op in the op masks.
@@ -106,6 +160,38 @@ pub struct OpMasks {
     pub scratch: u32,
 }
 
+impl OpMasks {
+    /// Adds `ops` in every location `scope` covers.
+    fn add_scoped(&mut self, ops: &[ActionKind], scope: Scope) {
+        for kind in ops {
+            let bit = op_bit(*kind);
+            for (location, mask) in [
+                (Location::Outside, &mut self.outside),
+                (Location::Workspace, &mut self.workspace),
+                (Location::BuildDir, &mut self.build_dir),
+                (Location::Scratch, &mut self.scratch),
+            ] {
+                if scope_matches(scope, location) {
+                    *mask |= bit;
+                }
+            }
+        }
+    }
+
+    /// The mask for a path entry's location flags.
+    pub fn for_flags(&self, flags: u32) -> u32 {
+        if flags & path_flags::BUILD_DIR != 0 {
+            self.build_dir
+        } else if flags & path_flags::WORKSPACE != 0 {
+            self.workspace
+        } else if flags & path_flags::SCRATCH != 0 {
+            self.scratch
+        } else {
+            self.outside
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NetEntry {
     pub net: IpNet,
@@ -138,8 +224,11 @@ pub struct KernelTables {
     pub protected_names: Vec<NamePattern>,
     /// Ops that go up for a PROTECTED prefix or a protected name.
     pub protected_ops: u32,
-    /// Ops that go up by location (defaults that are not allow, rate rules).
+    /// Ops that go up by location (defaults that are not allow, rate rules
+    /// the kernel does not count).
     pub ops_by_location: OpMasks,
+    /// The rate rule counted in the kernel, when one can be.
+    pub rate: Option<KernelRate>,
     /// A file rule could not be compiled to prefixes or names: send every
     /// file op in `protected_ops` up.
     pub all_file_ops: bool,
@@ -194,12 +283,7 @@ impl KernelTables {
         // slash: a workspace root itself ("/ws") does not match "/ws/" and so
         // counts as outside, as it does in evaluate().
         let text = path.to_string_lossy();
-        let flags = self
-            .paths
-            .iter()
-            .filter(|e| text.starts_with(&e.prefix))
-            .max_by_key(|e| e.prefix.len())
-            .map_or(0, |e| e.flags);
+        let flags = self.flags_of(&text);
         if self.all_file_ops && self.protected_ops & bit != 0 {
             return true;
         }
@@ -221,16 +305,40 @@ impl KernelTables {
         if named && self.protected_ops & bit != 0 {
             return true;
         }
-        let mask = if flags & path_flags::BUILD_DIR != 0 {
-            self.ops_by_location.build_dir
-        } else if flags & path_flags::WORKSPACE != 0 {
-            self.ops_by_location.workspace
-        } else if flags & path_flags::SCRATCH != 0 {
-            self.ops_by_location.scratch
-        } else {
-            self.ops_by_location.outside
-        };
+        let mask = self.ops_by_location.for_flags(flags);
         mask & bit != 0
+    }
+
+    /// The flags of the longest path entry covering `text` (the kernel's
+    /// LPM lookup).
+    fn flags_of(&self, text: &str) -> u32 {
+        self.paths
+            .iter()
+            .filter(|e| text.starts_with(&e.prefix))
+            .max_by_key(|e| e.prefix.len())
+            .map_or(0, |e| e.flags)
+    }
+
+    /// Whether the kernel charges a file op on `path` to the session's rate
+    /// budget (the same logic as the kernel programs; see
+    /// `guard-ebpf/src/rate.rs`).
+    pub fn file_op_charged(&self, kind: ActionKind, path: &Path) -> bool {
+        let Some(rate) = &self.rate else {
+            return false;
+        };
+        let text = path.to_string_lossy();
+        let flags = self.flags_of(&text);
+        if rate.counted.for_flags(flags) & op_bit(kind) == 0 || flags & path_flags::RATE_EXEMPT != 0
+        {
+            return false;
+        }
+        // Exempt names: the object's own name, its parent's, or any ancestor's.
+        let names: Vec<&str> = text.split('/').filter(|c| !c.is_empty()).collect();
+        !names
+            .iter()
+            .rev()
+            .take(MAX_ANCESTORS + 1)
+            .any(|n| rate.exempt_names.iter().any(|x| x == n))
     }
 
     /// Whether a connect must go to userspace (the same filter the kernel's
@@ -271,6 +379,17 @@ impl KernelTables {
 }
 
 impl Policy {
+    /// Index of the rate rule the kernel counts for sessions running this
+    /// policy's tables: the first whose count fits a kernel budget and whose
+    /// `except` globs all have a kernel form. Other rate rules send their ops
+    /// to userspace, which counts them.
+    pub fn kernel_rate_rule(&self) -> Option<usize> {
+        self.compiled().rates.iter().position(|rule| {
+            (rule.count as usize) < guard_common::rules::RATE_SLOTS
+                && rule.except_patterns.iter().all(|p| exemption(p).is_some())
+        })
+    }
+
     /// Compiles this policy (with its workspaces and home) into kernel tables.
     pub fn kernel_tables(&self) -> KernelTables {
         let c = self.compiled();
@@ -328,6 +447,42 @@ impl Policy {
                 }
             }
         }
+        let mut masks = OpMasks::default();
+        for kind in FILE_KINDS {
+            if self.default_decision(kind) != Decision::Allow {
+                masks.outside |= op_bit(kind);
+                masks.workspace |= op_bit(kind);
+                masks.build_dir |= op_bit(kind);
+                masks.scratch |= op_bit(kind);
+            }
+        }
+        let kernel_rate = self.kernel_rate_rule();
+        let mut rate = None;
+        for (index, rule) in c.rates.iter().enumerate() {
+            if kernel_rate == Some(index) {
+                let mut counted = OpMasks::default();
+                counted.add_scoped(&rule.ops, rule.scope);
+                let mut exempt_names = Vec::new();
+                for pattern in &rule.except_patterns {
+                    match exemption(pattern) {
+                        Some(Exemption::Prefix(prefix)) => {
+                            add(&prefix, path_flags::RATE_EXEMPT, &mut paths);
+                        }
+                        Some(Exemption::Name(name)) => exempt_names.push(name),
+                        _ => {}
+                    }
+                }
+                rate = Some(KernelRate {
+                    rule: rule.id.clone(),
+                    limit: rule.count,
+                    window: rule.window,
+                    counted,
+                    exempt_names,
+                });
+                continue;
+            }
+            masks.add_scoped(&rule.ops, rule.scope);
+        }
         // Cumulative flags: a prefix inherits from every shorter prefix above it.
         let snapshot = paths.clone();
         for entry in &mut paths {
@@ -338,30 +493,6 @@ impl Policy {
             }
         }
         paths.sort_by(|a, b| a.prefix.cmp(&b.prefix));
-        let mut masks = OpMasks::default();
-        for kind in FILE_KINDS {
-            if self.default_decision(kind) != Decision::Allow {
-                masks.outside |= op_bit(kind);
-                masks.workspace |= op_bit(kind);
-                masks.build_dir |= op_bit(kind);
-                masks.scratch |= op_bit(kind);
-            }
-        }
-        for rule in &c.rates {
-            for kind in &rule.ops {
-                let bit = op_bit(*kind);
-                for (location, mask) in [
-                    (Location::Outside, &mut masks.outside),
-                    (Location::Workspace, &mut masks.workspace),
-                    (Location::BuildDir, &mut masks.build_dir),
-                    (Location::Scratch, &mut masks.scratch),
-                ] {
-                    if scope_matches(rule.scope, location) {
-                        *mask |= bit;
-                    }
-                }
-            }
-        }
         let mut ipv4 = Vec::new();
         let mut ipv6 = Vec::new();
         let mut ports = Vec::new();
@@ -395,6 +526,7 @@ impl Policy {
             protected_names: protected_names.into_iter().collect(),
             protected_ops,
             ops_by_location: masks,
+            rate,
             all_file_ops,
             ipv4,
             ipv6,
@@ -489,12 +621,103 @@ fn literal_prefix(pattern: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
+    use crate::action::Action;
 
     fn policy() -> Policy {
         Policy::embedded_default()
             .with_home("/home/u")
             .with_workspace("/home/u/ws")
+    }
+
+    #[test]
+    fn the_default_rate_rule_is_counted_in_the_kernel() {
+        let t = policy().kernel_tables();
+        let rate = t
+            .rate
+            .as_ref()
+            .expect("the default rate rule fits the kernel");
+        assert_eq!(rate.rule, "rate.mass-delete");
+        assert_eq!((rate.limit, rate.window), (300, Duration::from_secs(10)));
+        let deletes = op_bit(ActionKind::Unlink) | op_bit(ActionKind::Rmdir);
+        assert_eq!(rate.counted.workspace, deletes);
+        assert_eq!(rate.counted.outside, deletes);
+        assert_eq!(rate.counted.build_dir, 0);
+        assert_eq!(rate.counted.scratch, 0);
+        for name in [".git", "node_modules", "site-packages"] {
+            assert!(rate.exempt_names.iter().any(|n| n == name), "{name}");
+        }
+        let flags = |p: &str| t.paths.iter().find(|e| e.prefix == p).map(|e| e.flags);
+        assert_eq!(flags("/usr/"), Some(path_flags::RATE_EXEMPT));
+        assert_eq!(
+            flags("/home/u/.cargo/"),
+            Some(path_flags::RATE_EXEMPT),
+            "~ expanded"
+        );
+        // The rule no longer sends every workspace deletion up: the kernel
+        // charges them to the budget, except where the rule excepts them.
+        assert_eq!(t.ops_by_location.workspace & deletes, 0);
+        assert!(!t.file_op_goes_up(ActionKind::Unlink, Path::new("/home/u/ws/src/a.rs")));
+        for (path, charged) in [
+            ("/home/u/ws/src/a.rs", true),
+            ("/home/u/ws/.git", false),
+            ("/home/u/ws/.git/objects/ab/cdef", false),
+            ("/home/u/ws/web/node_modules/x/y.js", false),
+            ("/home/u/ws/target/debug/x", false),
+            ("/usr/lib/x", false),
+            ("/home/u/.cargo/registry/x", false),
+            ("/srv/data/x", true),
+            ("/tmp/x", false),
+        ] {
+            assert_eq!(
+                t.file_op_charged(ActionKind::Unlink, Path::new(path)),
+                charged,
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rate_rule_the_kernel_cannot_express_is_counted_in_userspace() {
+        let p = Policy::from_yaml(
+            "version: 1\nrates:\n  - id: r\n    except: [\"**/*.log\"]\n    count: 5\n    window: 1s\n    decision: ask\n",
+            "t.yaml",
+        )
+        .unwrap()
+        .with_workspace("/ws");
+        let t = p.kernel_tables();
+        assert_eq!(t.rate, None);
+        assert_ne!(t.ops_by_location.workspace & op_bit(ActionKind::Unlink), 0);
+        // Too many to count in a kernel budget: the same.
+        let p = Policy::from_yaml(
+            "version: 1\nrates:\n  - id: r\n    count: 5000\n    window: 1s\n    decision: ask\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!(p.kernel_rate_rule(), None);
+    }
+
+    #[test]
+    fn the_kernel_says_when_the_counted_rate_rule_trips() {
+        let p = policy();
+        let unlink = |path: &str| Action::Unlink {
+            path: PathBuf::from(path),
+        };
+        let v = p.evaluate_from_kernel(&unlink("/home/u/ws/src/a.rs"), true);
+        assert_eq!(
+            (v.decision, v.rule.as_str()),
+            (Decision::Freeze, "rate.mass-delete")
+        );
+        // Within budget: however many came before, nothing is counted here.
+        for _ in 0..400 {
+            let v = p.evaluate_from_kernel(&unlink("/home/u/ws/src/a.rs"), false);
+            assert_eq!(v.decision, Decision::Allow);
+        }
+        // Spent, but for a path the rule excepts: the rule does not apply.
+        let v = p.evaluate_from_kernel(&unlink("/home/u/ws/.git/objects/ab/cd"), true);
+        assert_eq!(v.decision, Decision::Allow, "{v:?}");
     }
 
     #[test]
@@ -544,6 +767,7 @@ mod tests {
             (ActionKind::Rename, "/home/u/ws/src/.main.rs.swp"),
             (ActionKind::OpenWrite, "/home/u/ws/Cargo.lock"),
             (ActionKind::Unlink, "/home/u/.cache/pip/x"),
+            (ActionKind::Unlink, "/home/u/ws/src/lib.rs"),
         ] {
             assert!(
                 !t.file_op_goes_up(kind, Path::new(path)),
@@ -559,7 +783,6 @@ mod tests {
             (ActionKind::Rmdir, "/home/u/ws/.git"),
             (ActionKind::Unlink, "/home/u/ws/.git/HEAD"),
             (ActionKind::Unlink, "/home/u/ws/.env.production"),
-            (ActionKind::Unlink, "/home/u/ws/src/lib.rs"),
         ] {
             assert!(
                 t.file_op_goes_up(kind, Path::new(path)),

@@ -240,8 +240,22 @@ impl Policy {
         self.explain(action).verdict
     }
 
+    /// Decides an action the kernel sent up from a session that runs this
+    /// policy's kernel tables. The kernel counts the rate rule
+    /// [`Policy::kernel_rate_rule`] itself (ops below the rate never reach
+    /// userspace), so that rule trips when the kernel says this op spent the
+    /// budget, not by counting here; other rate rules count here as usual.
+    pub fn evaluate_from_kernel(&self, action: &Action, rate_exceeded: bool) -> Verdict {
+        self.explain_in(action, Some(rate_exceeded)).verdict
+    }
+
     /// Decides one action and says what it was read as.
     pub fn explain(&self, action: &Action) -> Explanation {
+        self.explain_in(action, None)
+    }
+
+    /// `kernel_rate`: `Some(spent)` when the kernel counted the kernel rate rule.
+    fn explain_in(&self, action: &Action, kernel_rate: Option<bool>) -> Explanation {
         let mut location = None;
         let mut classification = None;
         let mut grant_key = None;
@@ -262,12 +276,12 @@ impl Policy {
             | Action::Truncate { path }
             | Action::OpenWrite { path } => {
                 location = Some(self.locate(path));
-                self.file_verdict(action.kind(), path)
+                self.file_verdict(action.kind(), path, kernel_rate)
             }
             Action::Rename { from, to } => {
                 location = Some(self.locate(from));
-                let a = self.file_verdict(ActionKind::Rename, from);
-                let b = self.file_verdict(ActionKind::Rename, to);
+                let a = self.file_verdict(ActionKind::Rename, from, kernel_rate);
+                let b = self.file_verdict(ActionKind::Rename, to, kernel_rate);
                 if b.decision > a.decision { b } else { a }
             }
             Action::Connect { endpoint } => self.connect_verdict(endpoint, None),
@@ -330,7 +344,8 @@ impl Policy {
         self.workspaces.iter().chain(self.compiled.roots.iter())
     }
 
-    fn file_verdict(&self, kind: ActionKind, path: &Path) -> Verdict {
+    fn file_verdict(&self, kind: ActionKind, path: &Path, kernel_rate: Option<bool>) -> Verdict {
+        let counted_in_kernel = kernel_rate.and(self.kernel_rate_rule());
         let location = self.locate(path);
         let mut best = Best::default();
         for (order, rule) in self.compiled.files.iter().enumerate() {
@@ -346,10 +361,15 @@ impl Policy {
             {
                 continue;
             }
-            let seen = self
-                .rates
-                .record(&rule.id, rule.window, rule.count as usize);
-            if seen > rule.count as usize {
+            let tripped = if counted_in_kernel == Some(order) {
+                kernel_rate == Some(true)
+            } else {
+                let seen = self
+                    .rates
+                    .record(&rule.id, rule.window, rule.count as usize);
+                seen > rule.count as usize
+            };
+            if tripped {
                 let reason = format!(
                     "{}: more than {} {} in {:?} ({})",
                     rule.reason,

@@ -41,10 +41,7 @@ pub fn protected_tree(test: &str) -> Option<ProtectedTree> {
             e.session,
             &protected,
             PathScope::Below,
-            Rule {
-                hold: FILE_OPS,
-                deny: 0,
-            },
+            Rule::holding(FILE_OPS),
         )
         .expect("adding the protected rule");
     Some(ProtectedTree {

@@ -26,6 +26,10 @@ pub struct KernelOffsets {
     pub file_f_mode: u32,
     pub task_struct_pid: u32,
     pub task_struct_tgid: u32,
+    /// Seconds of the inode's ctime (`i_ctime.tv_sec`, `__i_ctime.tv_sec` or
+    /// `i_ctime_sec`, by kernel version).
+    pub inode_i_ctime_sec: u32,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]

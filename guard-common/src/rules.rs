@@ -64,8 +64,13 @@ pub const RATE_SLOTS: usize = 512;
 pub struct RateBudget {
     /// The rule's `count` (at most `RATE_SLOTS - 1`).
     pub limit: u32,
-    pub _pad: u32,
+    /// Non-zero: objects whose ctime is less than `window_ns` old are not
+    /// charged (the rule's `ignore_recent`: deleting what was just written).
+    pub ignore_recent: u32,
     pub window_ns: u64,
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC when the budget was set, to
+    /// compare ctimes (realtime seconds) with bpf_ktime_get_ns.
+    pub realtime_offset_ns: u64,
     /// Ops charged so far; each takes slot `seq % (limit + 1)`.
     pub seq: u64,
     /// bpf_ktime_get_ns of each charged op; 0 when unused.

@@ -20,7 +20,7 @@ use crate::{
     maps::{FILE_SCRATCH, PATH_RULES, PATH_SCRATCH, PathScratch, count, stat},
     names::{ancestor_rule, name_rule},
     path::{inode_id, mix, name_hash, offsets, read_u32, read_u64, resolve},
-    rate::rate_spent,
+    rate::{Charge, charge},
     session::current_session,
 };
 
@@ -170,11 +170,19 @@ fn file_hook(kind: EventKind, dir: u64, leaf: u64, to_dir: u64, to_leaf: u64) ->
         hold |= bit;
     }
     // Every counted op is charged, held or not, so the window sees them all.
-    if counted != 0 && deny == 0 {
-        flags |= path_flags::RATE_CHARGED;
-        if rate_spent(session) {
-            hold |= bit;
-            flags |= path_flags::RATE_EXCEEDED;
+    // Only deletions are counted in the kernel (userspace keeps rate rules
+    // on other ops): the charge inlined into path_rename's two path walks
+    // is more than 6.1's verifier explores.
+    let deletion =
+        kind as u32 == EventKind::Unlink as u32 || kind as u32 == EventKind::Rmdir as u32;
+    if deletion && counted != 0 && deny == 0 {
+        match charge(session, &o, dentry) {
+            Charge::Recent => {}
+            Charge::Within => flags |= path_flags::RATE_CHARGED,
+            Charge::Spent => {
+                hold |= bit;
+                flags |= path_flags::RATE_CHARGED | path_flags::RATE_EXCEEDED;
+            }
         }
     }
     if hold == 0 && deny == 0 {

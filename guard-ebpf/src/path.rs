@@ -30,6 +30,8 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     file_f_mode: 0,
     task_struct_pid: 0,
     task_struct_tgid: 0,
+    inode_i_ctime_sec: 0,
+    _pad: 0,
 };
 
 /// Steps of the walk: components plus room for mount crossings.

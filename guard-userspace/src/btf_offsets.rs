@@ -215,6 +215,13 @@ pub fn kernel_offsets(btf: &Btf) -> anyhow::Result<KernelOffsets> {
         file_f_mode: btf.offset_of("file", "f_mode")?,
         task_struct_pid: btf.offset_of("task_struct", "pid")?,
         task_struct_tgid: btf.offset_of("task_struct", "tgid")?,
+        // 6.11 split the ctime into seconds and nanoseconds; 6.6 renamed it
+        // `__i_ctime`; before, `i_ctime`. tv_sec leads a timespec64.
+        inode_i_ctime_sec: btf
+            .offset_of("inode", "i_ctime_sec")
+            .or_else(|_| btf.offset_of("inode", "__i_ctime"))
+            .or_else(|_| btf.offset_of("inode", "i_ctime"))?,
+        _pad: 0,
     })
 }
 

@@ -214,12 +214,15 @@ impl KernelMaps {
     }
 
     /// Gives a session a rate budget: ops its rules mark `counted` stay in
-    /// the kernel until more than `limit` of them fall within `window`.
+    /// the kernel until more than `limit` of them fall within `window`
+    /// (with `ignore_recent`, ops on objects changed within the window are
+    /// not charged).
     pub fn set_rate_budget(
         &mut self,
         session: u64,
         limit: u32,
         window: Duration,
+        ignore_recent: bool,
     ) -> anyhow::Result<()> {
         if limit as usize >= RATE_SLOTS {
             bail!(
@@ -229,8 +232,9 @@ impl KernelMaps {
         }
         let budget = RateBudget {
             limit,
-            _pad: 0,
+            ignore_recent: ignore_recent.into(),
             window_ns: window.as_nanos().try_into().unwrap_or(u64::MAX),
+            realtime_offset_ns: clock_ns(libc::CLOCK_REALTIME).saturating_sub(monotonic_ns()),
             seq: 0,
             slots: [0; RATE_SLOTS],
         };
@@ -504,12 +508,16 @@ pub fn exec_key(session: u64, name: &str) -> anyhow::Result<WatchedExec> {
 
 /// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns.
 pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime fills the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

@@ -127,7 +127,7 @@ pub fn install(maps: &mut KernelMaps, session: u64, tables: &KernelTables) -> an
             maps.set_name_rule(session, NameMatch::Exact, name, exempt)?;
             flags |= session_flags::ANCESTOR_NAMES;
         }
-        maps.set_rate_budget(session, rate.limit, rate.window)?;
+        maps.set_rate_budget(session, rate.limit, rate.window, rate.ignore_recent)?;
     }
     let connect = Rule::holding(EventKind::Connect.bit());
     if tables.all_connects {

@@ -286,6 +286,9 @@ fn policy_compiled_session_holds_what_the_policy_protects() {
 
 const LOOPS: &str = env!("CARGO_BIN_EXE_syscall_loops");
 
+/// The embedded policy's `rate.mass-delete` window.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+
 /// Events the controller received, by verdict.
 #[derive(Default, Debug)]
 struct Seen {
@@ -373,10 +376,12 @@ impl DefaultSession {
 
 /// Issue 4's promise: the policy's kernel maps keep ordinary work in the
 /// kernel. Under the embedded default policy's own tables (not a hand-made
-/// rule set), a workload of deletions in build directories and below the
-/// mass-deletion rate, edits, truncations and local connects makes zero
-/// decisions in userspace: no stop, no refusal, no hold. Its execs are only
-/// reported (not stopped: syscall_loops is not a watched program).
+/// rule set), a workload of deletions of old files below the mass-deletion
+/// rate, 1000 creates and deletes in the workspace, deletions in build
+/// directories and excepted trees, edits, truncations and local connects
+/// makes zero decisions in userspace: no stop, no refusal, no hold. Its
+/// execs are only reported (not stopped: syscall_loops is not a watched
+/// program).
 #[test]
 fn ordinary_work_under_the_default_policy_never_reaches_userspace() {
     let Some(s) = DefaultSession::start("vm-ordinary") else {
@@ -388,10 +393,17 @@ fn ordinary_work_under_the_default_policy_never_reaches_userspace() {
     let main_rs = s.ws.join("src/main.rs");
     std::fs::write(&main_rs, b"fn main() {}").unwrap();
     let main_rs = main_rs.to_str().unwrap();
+    // Files older than the rate rule's window, so deleting them is charged.
+    let old = s.dir("src/old");
+    s.run(&["create", "250", &old]);
+    std::thread::sleep(RATE_WINDOW + Duration::from_secs(1));
     let started = Instant::now();
     let reports = [
         // Below the rate rule's 300 in 10 s: charged in the kernel, not sent up.
-        s.run(&["unlink", "250", &s.dir("src/gen")]),
+        s.run(&["unlink-all", &old]),
+        // Creating and deleting 1000 files in the workspace: files just
+        // written are not charged (the rule's ignore_recent).
+        s.run(&["unlink", "1000", &s.dir("src/scratch")]),
         // Build directories and excepted trees are not charged at all.
         s.run(&["unlink", "1000", &s.dir("target/debug/deps")]),
         s.run(&["unlink", "1000", &s.dir("web/node_modules/left-pad")]),
@@ -408,7 +420,11 @@ fn ordinary_work_under_the_default_policy_never_reaches_userspace() {
         "ordinary work reached userspace for a decision: {:#?}",
         seen.decided
     );
-    assert_eq!(seen.observed, reports.len(), "one reported exec per run");
+    assert_eq!(
+        seen.observed,
+        reports.len() + 1,
+        "one reported exec per run"
+    );
     let stats = s.enforcer.stats().unwrap();
     assert_eq!((stats.held, stats.denied), (0, 0), "{stats:?}");
     assert!(s.broker.pending().is_empty());
@@ -422,14 +438,17 @@ fn ordinary_work_under_the_default_policy_never_reaches_userspace() {
 }
 
 /// Past the rate the kernel sends deletions up flagged, and the default
-/// policy's rate rule freezes the session and asks a person.
+/// policy's rate rule freezes the session and asks a person: 400 files older
+/// than the window deleted in a burst.
 #[test]
 fn past_the_rate_the_default_policy_freezes_and_asks() {
     let Some(s) = DefaultSession::start("vm-burst") else {
         return;
     };
     let dir = s.dir("src/burst");
-    let argv = [LOOPS, "unlink", "400", dir.as_str()];
+    s.run(&["create", "400", &dir]);
+    std::thread::sleep(RATE_WINDOW + Duration::from_secs(1));
+    let argv = [LOOPS, "unlink-all", dir.as_str()];
     let mut child = session_command(&s.cg, &argv)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

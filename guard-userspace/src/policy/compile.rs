@@ -249,6 +249,7 @@ pub struct RateRuleC {
     pub except: GlobSet,
     /// The globs `except` was built from (for the kernel's rate budget).
     pub except_patterns: Vec<String>,
+    pub ignore_recent: bool,
     pub count: u32,
     pub window: Duration,
     pub decision: Decision,
@@ -373,6 +374,7 @@ impl Compiled {
                     scope: r.scope.unwrap_or(Scope::OutsideBuildDirs),
                     except: globset(&except_patterns),
                     except_patterns,
+                    ignore_recent: r.ignore_recent,
                     count: r.count,
                     window: r.window.0,
                     decision: r.decision,

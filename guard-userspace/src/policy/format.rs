@@ -211,6 +211,10 @@ pub struct RateRule {
     pub count: u32,
     /// ...within this window trips the rule.
     pub window: DurationText,
+    /// Files changed (created, written, renamed) less than `window` ago are
+    /// not counted: deleting what was just written is not destruction.
+    #[serde(default)]
+    pub ignore_recent: bool,
     pub decision: Decision,
     #[serde(default)]
     pub reason: Option<String>,

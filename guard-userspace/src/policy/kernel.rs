@@ -54,6 +54,8 @@ pub struct KernelRate {
     pub limit: u32,
     /// ...within this window spend the budget.
     pub window: Duration,
+    /// Objects changed within the window are not charged.
+    pub ignore_recent: bool,
     /// Ops charged, by location (the rule's ops where its scope applies).
     pub counted: OpMasks,
     /// Directory names whose trees (and the directories themselves) are
@@ -380,12 +382,17 @@ impl KernelTables {
 
 impl Policy {
     /// Index of the rate rule the kernel counts for sessions running this
-    /// policy's tables: the first whose count fits a kernel budget and whose
-    /// `except` globs all have a kernel form. Other rate rules send their ops
+    /// policy's tables: the first that counts only unlink and rmdir, whose
+    /// count fits a kernel budget and whose `except` globs all have a kernel
+    /// form. Other rate rules send their ops
     /// to userspace, which counts them.
     pub fn kernel_rate_rule(&self) -> Option<usize> {
         self.compiled().rates.iter().position(|rule| {
             (rule.count as usize) < guard_common::rules::RATE_SLOTS
+                && rule
+                    .ops
+                    .iter()
+                    .all(|k| matches!(k, ActionKind::Unlink | ActionKind::Rmdir))
                 && rule.except_patterns.iter().all(|p| exemption(p).is_some())
         })
     }
@@ -476,6 +483,7 @@ impl Policy {
                     rule: rule.id.clone(),
                     limit: rule.count,
                     window: rule.window,
+                    ignore_recent: rule.ignore_recent,
                     counted,
                     exempt_names,
                 });
@@ -697,6 +705,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.kernel_rate_rule(), None);
+    }
+
+    #[test]
+    fn ignore_recent_does_not_count_files_just_written() {
+        let p = Policy::from_yaml(
+            "version: 1\nrates:\n  - id: r\n    where: any\n    count: 3\n    window: 10s\n    ignore_recent: true\n    decision: ask\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert!(p.kernel_tables().rate.unwrap().ignore_recent);
+        let dir = std::env::temp_dir().join(format!("guard-recent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fresh = dir.join("fresh");
+        std::fs::write(&fresh, b"x").unwrap();
+        let unlink = |path: &Path| Action::Unlink {
+            path: path.to_path_buf(),
+        };
+        for _ in 0..10 {
+            assert_eq!(p.evaluate(&unlink(&fresh)).decision, Decision::Allow);
+        }
+        // A path that cannot be read counts.
+        let gone = dir.join("gone");
+        let decisions: Vec<_> = (0..4)
+            .map(|_| p.evaluate(&unlink(&gone)).decision)
+            .collect();
+        assert_eq!(decisions[3], Decision::Ask, "{decisions:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

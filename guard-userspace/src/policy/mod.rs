@@ -363,6 +363,8 @@ impl Policy {
             }
             let tripped = if counted_in_kernel == Some(order) {
                 kernel_rate == Some(true)
+            } else if rule.ignore_recent && changed_within(path, rule.window) {
+                false
             } else {
                 let seen = self
                     .rates
@@ -548,6 +550,23 @@ impl Policy {
             cwd: cwd.to_path_buf(),
         }
     }
+}
+
+/// Whether `path` exists and its ctime is less than `window` old (a rate
+/// rule's `ignore_recent`). A path that cannot be read counts as old.
+fn changed_within(path: &Path, window: Duration) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ctime = Duration::new(
+        u64::try_from(meta.ctime()).unwrap_or(0),
+        u32::try_from(meta.ctime_nsec()).unwrap_or(0),
+    );
+    ctime + window > now
 }
 
 pub(crate) fn scope_matches(scope: Scope, location: Location) -> bool {

@@ -3,6 +3,8 @@
 //!
 //! Modes:
 //!   unlink N DIR        create and unlink DIR/f N times (unlink timed)
+//!   create N DIR        create DIR/f0 .. DIR/f<N-1>
+//!   unlink-all DIR      unlink every file in DIR (timed)
 //!   open N FILE         open(O_RDONLY) and close FILE N times
 //!   open-trunc N FILE   open(O_WRONLY|O_TRUNC) and close FILE N times
 //!   connect N ADDR      connect a TCP socket to ADDR (ip:port) N times
@@ -30,6 +32,12 @@ fn main() {
     };
     match arg(0) {
         "unlink" => unlink_loop(arg(1).parse().expect("N"), arg(2)),
+        "create" => {
+            for i in 0..arg(1).parse::<u64>().expect("N") {
+                std::fs::write(format!("{}/f{i}", arg(2)), b"x").expect("creating a file");
+            }
+        }
+        "unlink-all" => unlink_all(arg(1)),
         "open" => open_loop(arg(1).parse().expect("N"), arg(2), libc::O_RDONLY),
         "open-trunc" => open_loop(
             arg(1).parse().expect("N"),
@@ -59,6 +67,17 @@ fn report(what: &str, n: u64, elapsed: Duration) {
         "{what} {n} calls {:.0} ns/call",
         elapsed.as_nanos() as f64 / n as f64
     );
+}
+
+fn unlink_all(dir: &str) {
+    let mut n = 0;
+    let started = Instant::now();
+    for entry in std::fs::read_dir(dir).expect("reading the directory") {
+        let path = entry.expect("a directory entry").path();
+        std::fs::remove_file(&path).unwrap_or_else(|e| panic!("unlink {}: {e}", path.display()));
+        n += 1;
+    }
+    report("unlink", n, started.elapsed());
 }
 
 fn unlink_loop(n: u64, dir: &str) {

@@ -58,7 +58,8 @@ while read -r name path <&3; do
     echo "GUARD-VM-TEST start $name"
     start=$(date +%s)
     # A hung binary is killed so the ones after it still run.
-    timeout -s KILL "$GUARD_VM_TEST_TIMEOUT" "$path" --test-threads=1 </dev/null
+    # --nocapture: a binary killed at the limit still shows what each test printed.
+    timeout -s KILL "$GUARD_VM_TEST_TIMEOUT" "$path" --test-threads=1 --nocapture </dev/null
     rc=$?
     took=$(($(date +%s) - start))
     if [ "$rc" -eq 0 ]; then

@@ -458,7 +458,11 @@ mod tests {
         let peek = Arc::new(Peek(Arc::downgrade(&broker), Mutex::default()));
         broker.observe(peek.clone());
         let id = broker.open(request());
-        assert_eq!(*peek.1.lock().unwrap(), [0], "listed before it was recorded");
+        assert_eq!(
+            *peek.1.lock().unwrap(),
+            [0],
+            "listed before it was recorded"
+        );
         assert!(broker.is_pending(id));
         assert_eq!(broker.pending().len(), 1);
     }

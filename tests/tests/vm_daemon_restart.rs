@@ -14,11 +14,15 @@ use std::{
     io::Read as _,
     path::PathBuf,
     process::{Command, ExitStatus, Stdio},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use guard::audit::{self, AuditRecord};
+use guard::{
+    audit::{self, AuditRecord},
+    cgroup::Cgroup,
+};
 use guard_tests::{Reaped, TempDir, guard_cli, in_vm_tier, pending_holds, require_root};
+use serde_json::Value;
 
 /// Starting a session in the VM verifies the LSM programs under TCG: slow.
 const START: Duration = Duration::from_secs(90);
@@ -94,7 +98,7 @@ impl Stage {
 
     /// `guard session` under the stage's policy, handing its asks to the
     /// daemon, running `rm` of the protected file and echoing its status.
-    fn start_session(&self, name: &str) -> Reaped {
+    fn start_session(&self, name: &str) -> Session {
         let script = format!("rm {}; echo status=$?", self.db.display());
         let mut command: Command = guard_cli(&self.dir);
         command
@@ -110,23 +114,26 @@ impl Stage {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        Reaped(command.spawn().expect("starting guard session"))
+        let process = Reaped(command.spawn().expect("starting guard session"));
+        let cgroup = guard::cgroup::cgroup2_mount()
+            .expect("finding the cgroup2 mount")
+            .join(guard::cgroup::SLICE)
+            .join(format!("session-{name}"));
+        Session {
+            process,
+            cgroup: Cgroup::open(cgroup),
+        }
     }
 
-    /// The id and pid of the daemon's pending hold on the unlink of the file.
-    fn wait_for_unlink_hold(&self, timeout: Duration, what: &str) -> (u64, u32) {
+    /// The daemon's pending hold on the unlink of the file.
+    fn wait_for_unlink_hold(&self, timeout: Duration, what: &str) -> Held {
         let path = self.db.to_string_lossy().into_owned();
         let mut seen = Vec::new();
         let found = poll(timeout, || {
             seen = pending_holds(&self.dir);
-            seen.iter().find_map(|h| {
-                (h["action"]["op"] == "unlink" && h["action"]["path"] == path.as_str()).then(|| {
-                    (
-                        h["id"].as_u64().expect("hold without an id"),
-                        h["pid"].as_u64().expect("hold without a pid") as u32,
-                    )
-                })
-            })
+            seen.iter()
+                .find(|h| h["action"]["op"] == "unlink" && h["action"]["path"] == path.as_str())
+                .map(Held::of)
         });
         found.unwrap_or_else(|| {
             panic!("timed out after {timeout:?} waiting for {what}; holds listed: {seen:#?}")
@@ -151,6 +158,69 @@ impl Stage {
             .into_iter()
             .filter(|r| r.what == what)
             .collect()
+    }
+}
+
+/// A running `guard session`. If a test fails while it runs, drop kills it
+/// and then its cgroup, which a SIGKILLed `guard session` cannot remove.
+struct Session {
+    process: Reaped,
+    cgroup: Cgroup,
+}
+
+impl std::ops::Deref for Session {
+    type Target = Reaped;
+    fn deref(&self) -> &Reaped {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut Reaped {
+        &mut self.process
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Ok(None) = self.process.try_wait() {
+            let _ = self.process.kill();
+            let _ = self.process.wait();
+        }
+        if !self.cgroup.path().exists() {
+            return;
+        }
+        let _ = self.cgroup.kill();
+        for _ in 0..50 {
+            if self.cgroup.remove().is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A hold as `guard holds --json` lists it.
+struct Held {
+    id: u64,
+    pid: u32,
+    since: SystemTime,
+}
+
+impl Held {
+    fn of(hold: &Value) -> Self {
+        let since = &hold["since"];
+        Self {
+            id: hold["id"].as_u64().expect("hold without an id"),
+            pid: hold["pid"].as_u64().expect("hold without a pid") as u32,
+            since: UNIX_EPOCH
+                + Duration::new(
+                    since["secs_since_epoch"]
+                        .as_u64()
+                        .expect("hold without since"),
+                    since["nanos_since_epoch"].as_u64().unwrap_or(0) as u32,
+                ),
+        }
     }
 }
 
@@ -229,10 +299,12 @@ fn expected_backend() -> &'static str {
 /// Everything up to a decision: a hold on the first daemon, the daemon
 /// killed, the rm still held through the gap, the hold asked again on a new
 /// daemon. Returns the new daemon, the session, the new hold's id and rm's pid.
-fn hold_across_a_restart(stage: &Stage, name: &str) -> (Reaped, Reaped, u64, u32) {
+fn hold_across_a_restart(stage: &Stage, name: &str) -> (Reaped, Session, u64, u32) {
     let mut first = stage.start_daemon();
     let mut session = stage.start_session(name);
-    let (_, rm) = stage.wait_for_unlink_hold(START, "the rm hold on the first daemon");
+    let rm = stage
+        .wait_for_unlink_hold(START, "the rm hold on the first daemon")
+        .pid;
     assert_eq!(comm(rm), "rm", "the held process is not the rm");
     assert_held(stage, rm, &mut session, "held by the first daemon");
     if in_vm_tier() {
@@ -243,6 +315,7 @@ fn hold_across_a_restart(stage: &Stage, name: &str) -> (Reaped, Reaped, u64, u32
     // The daemon dies without a word; its socket file stays behind.
     first.kill().unwrap();
     first.wait().unwrap();
+    let killed = SystemTime::now();
     let gap = Instant::now();
     while gap.elapsed() < GAP {
         assert_held(stage, rm, &mut session, "with no daemon");
@@ -254,10 +327,14 @@ fn hold_across_a_restart(stage: &Stage, name: &str) -> (Reaped, Reaped, u64, u32
     );
 
     let second = stage.start_daemon();
-    let (id, pid) = stage.wait_for_unlink_hold(STEP, "the rm hold on the new daemon");
-    assert_eq!(pid, rm, "the new daemon holds another process");
+    let held = stage.wait_for_unlink_hold(STEP, "the rm hold on the new daemon");
+    assert_eq!(held.pid, rm, "the new daemon holds another process");
+    assert!(
+        held.since < killed,
+        "the new daemon lists the hold as younger than the restart"
+    );
     assert_held(stage, rm, &mut session, "held by the new daemon");
-    (second, session, id, rm)
+    (second, session, held.id, rm)
 }
 
 /// The records of the hold: one "held" per daemon, then `outcome`, all on
@@ -283,6 +360,10 @@ fn assert_audited(stage: &Stage, name: &str, rm: u32, outcome: &str) {
             .map(|a| a.starts_with("root")),
         Some(true),
         "the decision names its approver: {records:#?}"
+    );
+    assert!(
+        records[2].wait_ms >= GAP.as_millis() as u64,
+        "wait_ms counts from the first hold, before the restart: {records:#?}"
     );
 }
 

@@ -194,6 +194,12 @@ impl HoldBroker {
 
     /// Registers a hold and returns its id; the caller then `wait`s on it.
     pub fn open(&self, request: HoldRequest) -> HoldId {
+        self.open_held(request, Duration::ZERO)
+    }
+
+    /// `open` for an action that has been held for `held` already.
+    fn open_held(&self, request: HoldRequest, held: Duration) -> HoldId {
+        let now = SystemTime::now();
         let hold = {
             let mut state = self.state.lock().expect("hold broker poisoned");
             state.next_id += 1;
@@ -201,7 +207,7 @@ impl HoldBroker {
             let hold = Hold {
                 id,
                 request,
-                since: SystemTime::now(),
+                since: now.checked_sub(held).unwrap_or(now),
             };
             state.pending.insert(id, hold.clone());
             state.announcing.insert(id);
@@ -278,7 +284,7 @@ impl HoldBroker {
                     observer.opened(hold);
                 }
             }),
-            None => self.decide_here(request, timeout, on_timeout, &|_| {}),
+            None => self.decide_here(request, timeout, on_timeout, Duration::ZERO, &|_| {}),
         };
         for observer in self.observers() {
             observer.closed(&outcome);
@@ -287,15 +293,18 @@ impl HoldBroker {
     }
 
     /// `ask` for a remote caller (the daemon serving a session's `ask` op):
-    /// `opened` hears the hold as soon as it exists.
+    /// `opened` hears the hold as soon as it exists. `held` is how long the
+    /// session has held the action already (it asked a daemon that died), so
+    /// the hold's `since` and the outcome's `waited` count from the start.
     pub fn ask_streaming(
         &self,
         request: HoldRequest,
         timeout: Duration,
         on_timeout: Decision,
+        held: Duration,
         opened: &dyn Fn(&Hold),
     ) -> Outcome {
-        let outcome = self.decide_here(request, timeout, on_timeout, opened);
+        let outcome = self.decide_here(request, timeout, on_timeout, held, opened);
         for observer in self.observers() {
             observer.closed(&outcome);
         }
@@ -307,6 +316,7 @@ impl HoldBroker {
         request: HoldRequest,
         timeout: Duration,
         on_timeout: Decision,
+        held: Duration,
         opened: &dyn Fn(&Hold),
     ) -> Outcome {
         let key = GrantKey::of(&request.session, &request.action);
@@ -321,12 +331,12 @@ impl HoldBroker {
                     approver: grant.approver,
                     scope: grant.scope,
                 },
-                waited: Duration::ZERO,
+                waited: held,
                 by_grant: true,
             };
         }
         let started = Instant::now();
-        let id = self.open(request.clone());
+        let id = self.open_held(request.clone(), held);
         if let Some(hold) = self.pending().into_iter().find(|h| h.id == id) {
             opened(&hold);
         }
@@ -350,7 +360,7 @@ impl HoldBroker {
         Outcome {
             hold,
             resolution,
-            waited: started.elapsed(),
+            waited: held + started.elapsed(),
             by_grant: false,
         }
     }
@@ -519,6 +529,43 @@ mod tests {
         assert!(
             broker.pending().is_empty(),
             "a timed-out hold must not stay listed"
+        );
+    }
+
+    #[test]
+    fn an_ask_held_before_a_restart_keeps_its_age() {
+        let broker = HoldBroker::new();
+        let held = Duration::from_secs(90);
+        let b = broker.clone();
+        let denier = std::thread::spawn(move || {
+            let mut holds = b.pending();
+            while holds.is_empty() {
+                std::thread::sleep(Duration::from_millis(5));
+                holds = b.pending();
+            }
+            let age = holds[0].since.elapsed().unwrap();
+            b.resolve(
+                holds[0].id,
+                Resolution::Denied {
+                    approver: "bob".into(),
+                },
+            )
+            .unwrap();
+            age
+        });
+        let outcome = broker.ask_streaming(
+            request(),
+            Duration::from_secs(5),
+            Decision::Deny,
+            held,
+            &|_| {},
+        );
+        let age = denier.join().unwrap();
+        assert!(age >= held, "the hold is listed as {age:?} old");
+        assert!(outcome.waited >= held, "{outcome:?}");
+        assert!(
+            outcome.waited < held + Duration::from_secs(5),
+            "{outcome:?}"
         );
     }
 }

@@ -151,6 +151,7 @@ impl DaemonUpstream {
         request: &HoldRequest,
         timeout: Duration,
         on_timeout: Decision,
+        held: Duration,
         opened: &dyn Fn(&Hold),
     ) -> Result<Outcome, AskFailure> {
         let transport = AskFailure::Transport;
@@ -161,6 +162,7 @@ impl DaemonUpstream {
                 request: request.clone(),
                 timeout_ms: timeout.as_millis().try_into().unwrap_or(u64::MAX),
                 on_timeout,
+                held_ms: held.as_millis().try_into().unwrap_or(u64::MAX),
             })
             .map_err(transport)?;
         loop {
@@ -216,7 +218,7 @@ impl HoldUpstream for DaemonUpstream {
             if left.is_zero() {
                 return timed_out("the daemon did not decide before the ask timeout".into());
             }
-            match self.try_ask(request, left, on_timeout, opened) {
+            match self.try_ask(request, left, on_timeout, started.elapsed(), opened) {
                 Ok(mut outcome) => {
                     outcome.waited = started.elapsed();
                     return outcome;

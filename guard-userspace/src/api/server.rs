@@ -262,6 +262,7 @@ fn serve_ask(op: Op, peer: &Peer, controller: &Controller, writer: &UnixStream) 
         request,
         timeout_ms,
         on_timeout,
+        held_ms,
     } = op
     else {
         unreachable!("serve_ask is only called with Op::Ask");
@@ -301,6 +302,7 @@ fn serve_ask(op: Op, peer: &Peer, controller: &Controller, writer: &UnixStream) 
         request,
         Duration::from_millis(timeout_ms),
         on_timeout,
+        Duration::from_millis(held_ms),
         &opened,
     );
     send(writer, &Response::ok(json!({ "outcome": outcome })))

@@ -61,11 +61,20 @@ pub enum Op {
         request: HoldRequest,
         timeout_ms: u64,
         on_timeout: Decision,
+        /// How long the action has been held already: asked again after a
+        /// daemon restart, the hold keeps its age (`guard holds`, audit wait_ms).
+        /// Left out when zero, so a first ask reads the same to an older daemon.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        held_ms: u64,
     },
     /// A session's backend reports a decision it applied without a hold.
     Report {
         request: HoldRequest,
     },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn once() -> GrantScope {

@@ -68,7 +68,27 @@ pub struct Hold {
     pub id: HoldId,
     #[serde(flatten)]
     pub request: HoldRequest,
+    /// When the action was stopped; RFC 3339 with milliseconds on the wire
+    /// and in `guard holds --json`.
+    #[serde(with = "rfc3339")]
     pub since: SystemTime,
+}
+
+/// `SystemTime` as an RFC 3339 string (`2026-11-21T15:27:04.123Z`).
+mod rfc3339 {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize as _, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(*time))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_rfc3339_weak(&text)
+            .map_err(|e| D::Error::custom(format!("since: {e}: {text:?} is not an RFC 3339 time")))
+    }
 }
 
 /// How long an approval lasts.
@@ -460,6 +480,24 @@ mod tests {
             let listed = self.0.upgrade().map_or(0, |b| b.pending().len());
             self.1.lock().unwrap().push(listed);
         }
+    }
+
+    #[test]
+    fn since_is_an_rfc3339_time_on_the_wire() {
+        let hold = Hold {
+            id: 3,
+            request: request(),
+            since: std::time::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123),
+        };
+        let json = serde_json::to_value(&hold).unwrap();
+        assert_eq!(json["since"], "2026-11-18T11:06:40.123Z");
+        let back: Hold = serde_json::from_value(json).unwrap();
+        assert_eq!(back.since, hold.since);
+        let bad = serde_json::json!({"id": 1, "session": "s", "pid": 1,
+            "action": {"unlink": {"path": "/x"}}, "verdict": hold.request.verdict,
+            "backend": "lsm", "since": "yesterday"});
+        let err = serde_json::from_value::<Hold>(bad).unwrap_err().to_string();
+        assert!(err.contains("RFC 3339"), "{err}");
     }
 
     #[test]

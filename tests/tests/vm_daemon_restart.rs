@@ -14,7 +14,7 @@ use std::{
     io::Read as _,
     path::PathBuf,
     process::{Command, ExitStatus, Stdio},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime},
 };
 
 use guard::{
@@ -209,17 +209,12 @@ struct Held {
 
 impl Held {
     fn of(hold: &Value) -> Self {
-        let since = &hold["since"];
+        let since = hold["since"].as_str().expect("hold without since");
         Self {
             id: hold["id"].as_u64().expect("hold without an id"),
             pid: hold["pid"].as_u64().expect("hold without a pid") as u32,
-            since: UNIX_EPOCH
-                + Duration::new(
-                    since["secs_since_epoch"]
-                        .as_u64()
-                        .expect("hold without since"),
-                    since["nanos_since_epoch"].as_u64().unwrap_or(0) as u32,
-                ),
+            since: humantime::parse_rfc3339(since)
+                .unwrap_or_else(|e| panic!("since {since:?} is not RFC 3339: {e}")),
         }
     }
 }

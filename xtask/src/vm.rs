@@ -24,13 +24,19 @@ pub struct VmTestArgs {
     /// (SIGKILL) and counted as failed; the binaries after it still run.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub test_timeout: u64,
-    /// Run only the test binaries whose name starts with this (tests/tests/<name>.rs).
-    #[arg(long, value_name = "PREFIX", default_value = "vm_")]
+    /// Run only the test binaries whose name starts with one of these
+    /// comma-separated prefixes (tests/tests/<name>.rs). The default runs
+    /// every vm_* binary and the host exec tests, which must pass on both tiers.
+    #[arg(long, value_name = "PREFIX,..", default_value = DEFAULT_TESTS)]
     pub tests: String,
     /// The kernel's lsm= list. Leave out bpf to see the tier refuse to run.
     #[arg(long, value_name = "LIST", default_value = qemu::DEFAULT_LSM, value_parser = parse_lsm_list)]
     pub lsm: String,
 }
+
+/// What the VM tier runs by default: the VM-only tests and the host tests
+/// the issues require on both tiers (exec stop of a watched program).
+const DEFAULT_TESTS: &str = "vm_,host_exec";
 
 impl Default for VmTestArgs {
     fn default() -> Self {
@@ -38,7 +44,7 @@ impl Default for VmTestArgs {
             kernel: KernelChoice::All,
             timeout: 900,
             test_timeout: 300,
-            tests: "vm_".into(),
+            tests: DEFAULT_TESTS.into(),
             lsm: qemu::DEFAULT_LSM.into(),
         }
     }

@@ -43,8 +43,13 @@ pub struct Binaries {
 }
 
 /// Builds the guard binary and guard-tests' integration tests, and picks the
-/// test binaries whose name starts with `prefix`.
-pub fn build_binaries(prefix: &str) -> anyhow::Result<Binaries> {
+/// test binaries whose name starts with one of the comma-separated `prefixes`.
+pub fn build_binaries(prefixes: &str) -> anyhow::Result<Binaries> {
+    let wanted: Vec<&str> = prefixes
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
     println!("xtask: vm: building the guard binary and the integration tests");
     let guard = cargo_executables(&["build", "-p", "guard-userspace", "--bin", "guard"])?
         .into_iter()
@@ -56,7 +61,7 @@ pub fn build_binaries(prefix: &str) -> anyhow::Result<Binaries> {
     for artifact in cargo_executables(&["test", "-p", "guard-tests", "--tests", "--no-run"])? {
         if artifact.is_bin {
             helpers.push(artifact.path);
-        } else if artifact.name.starts_with(prefix) {
+        } else if wanted.iter().any(|p| artifact.name.starts_with(p)) {
             tests.push(TestBinary {
                 name: artifact.name,
                 path: artifact.path,
@@ -65,7 +70,7 @@ pub fn build_binaries(prefix: &str) -> anyhow::Result<Binaries> {
     }
     tests.sort_by(|a, b| a.name.cmp(&b.name));
     if tests.is_empty() {
-        bail!("no test binary in tests/tests/ starts with {prefix:?}");
+        bail!("no test binary in tests/tests/ starts with any of {prefixes:?}");
     }
     Ok(Binaries {
         guard,

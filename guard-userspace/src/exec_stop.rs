@@ -17,10 +17,11 @@ use anyhow::Context as _;
 use crate::{
     action::Action,
     cgroup::Cgroup,
-    holds::{HoldBroker, HoldRequest},
+    holds::{COVER_TTL, Cover, HoldBroker, HoldRequest, Resolution},
     kernel_backends::{Outcome, SessionDirectory, ask, outcome_of, signal},
     kernel_maps::KernelMaps,
     notice::tell,
+    policy::exec::Target,
 };
 
 /// Reads what a stopped exec is about to run: argv and cwd from /proc.
@@ -162,6 +163,44 @@ impl Parked {
     }
 }
 
+/// After a person approved `action` (a command), its file actions on the
+/// paths it names are not asked about again ([`crate::holds::Cover`]).
+fn cover_targets(
+    broker: &HoldBroker,
+    policy: &crate::policy::Policy,
+    session: String,
+    pid: u32,
+    action: &Action,
+    approver: &str,
+    verdict: &crate::decision::Verdict,
+) {
+    let Some(classification) = policy.explain(action).classification else {
+        return;
+    };
+    let paths: Vec<_> = classification
+        .findings
+        .iter()
+        .flat_map(|f| &f.targets)
+        .filter_map(|t| match t {
+            Target::Path(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    if paths.is_empty() {
+        return;
+    }
+    broker.cover(Cover {
+        session,
+        pid,
+        paths,
+        approver: format!(
+            "{approver} (approved `{action}` at exec, rule {})",
+            verdict.rule
+        ),
+        until: std::time::Instant::now() + COVER_TTL,
+    });
+}
+
 /// Decides stopped execs. One call per stopped task; blocks while a hold is open.
 pub struct ExecStop {
     pub broker: Arc<HoldBroker>,
@@ -209,7 +248,7 @@ impl ExecStop {
                 cgroup_id,
                 &policy,
                 HoldRequest {
-                    session,
+                    session: session.clone(),
                     pid,
                     action: action.clone(),
                     verdict: verdict.clone(),
@@ -217,6 +256,17 @@ impl ExecStop {
                 },
             )
         });
+        if let Some(Resolution::Approved { approver, .. }) = &resolution {
+            cover_targets(
+                &self.broker,
+                &policy,
+                session,
+                pid,
+                &action,
+                approver,
+                &verdict,
+            );
+        }
         let outcome = outcome_of(&verdict, resolution.as_ref());
         let line = match &outcome {
             Outcome::Denied { rule } => Some(format!("guard: denied {action} (rule {rule})")),

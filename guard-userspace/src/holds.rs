@@ -7,6 +7,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
     sync::{Arc, Condvar, Mutex},
     time::{Duration, Instant, SystemTime},
 };
@@ -176,9 +177,50 @@ pub trait HoldUpstream: Send + Sync {
     fn report(&self, request: &HoldRequest);
 }
 
+/// How long an approved command's cover lasts (see [`Cover`]).
+pub const COVER_TTL: Duration = Duration::from_secs(600);
+
+/// What a person's approval of a command covers: the file actions on the
+/// paths the command names (and below them), by that process and its
+/// descendants, for [`COVER_TTL`]. `rm terraform.tfstate` approved at exec is
+/// not asked about again at its unlink. Rules that deny or kill still do.
+#[derive(Debug, Clone)]
+pub struct Cover {
+    pub session: String,
+    /// The approved process.
+    pub pid: u32,
+    pub paths: Vec<PathBuf>,
+    /// Who approved, what, and the hold's id: the audit record's approver.
+    pub approver: String,
+    pub until: Instant,
+}
+
+impl Cover {
+    fn covers(&self, request: &HoldRequest) -> bool {
+        let under = |p: &std::path::Path| self.paths.iter().any(|c| p.starts_with(c));
+        let paths_covered = match &request.action {
+            Action::Unlink { path }
+            | Action::Rmdir { path }
+            | Action::Truncate { path }
+            | Action::OpenWrite { path } => under(path),
+            Action::Rename { from, to } => under(from) && under(to),
+            Action::Exec { .. } | Action::Connect { .. } => false,
+        };
+        paths_covered
+            && request.session == self.session
+            && matches!(request.verdict.decision, Decision::Ask | Decision::Freeze)
+            && (request.pid == self.pid
+                || crate::ancestry::of(request.pid)
+                    .chain
+                    .iter()
+                    .any(|link| link.pid == self.pid))
+    }
+}
+
 /// The set of pending holds, shared by backends and the API.
 #[derive(Default)]
 pub struct HoldBroker {
+    covers: Mutex<Vec<Cover>>,
     state: Mutex<State>,
     changed: Condvar,
     grants: GrantTable,
@@ -290,6 +332,23 @@ impl HoldBroker {
         self.ask_outcome(request, timeout, on_timeout).resolution
     }
 
+    /// Lets the file actions an approved command names through without
+    /// asking again (see [`Cover`]).
+    pub fn cover(&self, cover: Cover) {
+        let mut covers = self.covers.lock().expect("hold broker poisoned");
+        let now = Instant::now();
+        covers.retain(|c| c.until > now);
+        covers.push(cover);
+    }
+
+    /// The approval that already covers `request`, if one does.
+    fn covered(&self, request: &HoldRequest) -> Option<Cover> {
+        let mut covers = self.covers.lock().expect("hold broker poisoned");
+        let now = Instant::now();
+        covers.retain(|c| c.until > now);
+        covers.iter().find(|c| c.covers(request)).cloned()
+    }
+
     /// `ask`, returning the whole outcome (the daemon answers remote asks with it).
     pub fn ask_outcome(
         &self,
@@ -298,6 +357,35 @@ impl HoldBroker {
         on_timeout: Decision,
     ) -> Outcome {
         let upstream = self.upstream.lock().expect("hold broker poisoned").clone();
+        if let Some(cover) = self.covered(&request) {
+            let mut allowed = request.clone();
+            allowed.verdict.decision = Decision::Allow;
+            allowed.verdict.reason = format!(
+                "{}; covered by the approval {}",
+                request.verdict.reason, cover.approver
+            );
+            if let Some(upstream) = &upstream {
+                // The daemon keeps the audit log: it records the covered action.
+                upstream.report(&allowed);
+            }
+            let outcome = Outcome {
+                hold: Hold {
+                    id: 0,
+                    request,
+                    since: SystemTime::now(),
+                },
+                resolution: Resolution::Approved {
+                    approver: cover.approver,
+                    scope: GrantScope::Once,
+                },
+                waited: Duration::ZERO,
+                by_grant: true,
+            };
+            for observer in self.observers() {
+                observer.closed(&outcome);
+            }
+            return outcome;
+        }
         let outcome = match upstream {
             Some(upstream) => upstream.ask(&request, timeout, on_timeout, &|hold| {
                 for observer in self.observers() {
@@ -479,6 +567,52 @@ mod tests {
         fn opened(&self, _hold: &Hold) {
             let listed = self.0.upgrade().map_or(0, |b| b.pending().len());
             self.1.lock().unwrap().push(listed);
+        }
+    }
+
+    #[test]
+    fn an_approved_command_covers_its_own_file_actions_only() {
+        let broker = HoldBroker::new();
+        broker.cover(Cover {
+            session: "s1".into(),
+            pid: std::process::id(),
+            paths: vec![PathBuf::from("/prod")],
+            approver: "alice (approved `rm -r /prod` at exec)".into(),
+            until: Instant::now() + COVER_TTL,
+        });
+        let short = Duration::from_millis(50);
+        // This process and a child of it: covered, no hold.
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        for pid in [std::process::id(), child.id()] {
+            let mut r = request();
+            r.pid = pid;
+            let outcome = broker.ask_outcome(r, short, Decision::Deny);
+            assert!(outcome.by_grant, "{outcome:?}");
+            assert!(
+                matches!(&outcome.resolution, Resolution::Approved { approver, .. } if approver.starts_with("alice")),
+                "{outcome:?}"
+            );
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        // Another process, another path, another session: asked as usual.
+        let mut other_pid = request();
+        other_pid.pid = 1;
+        let mut other_path = request();
+        other_path.action = Action::Unlink {
+            path: PathBuf::from("/prodx/db"),
+        };
+        let mut other_session = request();
+        other_session.session = "s2".into();
+        for r in [other_pid, other_path, other_session] {
+            let outcome = broker.ask_outcome(r, short, Decision::Deny);
+            assert!(
+                matches!(outcome.resolution, Resolution::TimedOut { .. }),
+                "{outcome:?}"
+            );
         }
     }
 

@@ -198,6 +198,14 @@ impl Reaped {
         unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
         self.0.wait().expect("waiting for a child")
     }
+
+    /// The child, no longer killed on drop (to collect its output).
+    pub fn into_inner(self) -> Child {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped or used again, so the child is
+        // moved out exactly once.
+        unsafe { std::ptr::read(&this.0) }
+    }
 }
 
 impl std::ops::Deref for Reaped {

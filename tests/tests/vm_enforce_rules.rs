@@ -219,24 +219,36 @@ fn policy_compiled_session_holds_what_the_policy_protects() {
     enforcer
         .add_policy_session(&cg.cgroup, "vm-policy", policy)
         .expect("adding the session with its policy's tables");
-    std::fs::create_dir_all(ws.join("repo/.git")).unwrap();
-    let state = ws.join("prod.tfstate");
+    // Each file alone in its directory, deleted by a program guard does not
+    // classify, so only the file hooks decide.
+    for d in ["infra", "repo/.git", "notes", "infra2"] {
+        std::fs::create_dir_all(ws.join(d)).unwrap();
+    }
+    let state = ws.join("infra/prod.tfstate");
     let object = ws.join("repo/.git/config");
-    let plain = ws.join("notes.txt");
-    for f in [&state, &object, &plain] {
+    let plain = ws.join("notes/notes.txt");
+    let covered = ws.join("infra2/prod.tfstate");
+    for f in [&state, &object, &plain, &covered] {
         std::fs::write(f, b"x").unwrap();
     }
+    let delete_in = |path: &Path| {
+        let dir = path.parent().unwrap().to_str().unwrap();
+        session_command(&cg, &[LOOPS, "unlink-all", dir])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
     let rm_in = |path: &Path| {
         session_command(&cg, &["rm", path.to_str().unwrap()])
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
     };
-    // Runs `rm path` in the session; approves exec holds (the policy may
-    // watch rm itself), denies or approves the unlink hold; returns rm's
-    // status and whether an unlink hold for `path` was seen.
-    let run = |path: &Path, allow_unlink: bool| {
-        let mut child = rm_in(path);
+    // Runs the deleter in the session; approves exec holds, denies or
+    // approves the unlink hold; returns its status and whether an unlink
+    // hold for `path` was seen.
+    let run = |mut child: std::process::Child, path: &Path, allow_unlink: bool| {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut unlink_held = false;
         loop {
@@ -273,15 +285,24 @@ fn policy_compiled_session_holds_what_the_policy_protects() {
         }
     };
     for f in [&state, &object] {
-        let (status, held) = run(f, false);
+        let (status, held) = run(delete_in(f), f, false);
         assert!(held, "the unlink of {} was not held", f.display());
         assert_ne!(status.code(), Some(0));
         assert!(f.exists(), "{} was removed after a denial", f.display());
     }
-    let (status, held) = run(&plain, true);
+    let (status, held) = run(delete_in(&plain), &plain, true);
     assert_eq!(status.code(), Some(0));
     assert!(!held, "an ordinary file must not need a person");
     assert!(!plain.exists());
+    // `rm prod.tfstate` is asked about at exec; once approved there, its
+    // unlink of that file is covered (the kernel gets the grant at once).
+    let (status, held) = run(rm_in(&covered), &covered, false);
+    assert!(
+        !held,
+        "an rm approved at exec was asked again at its unlink"
+    );
+    assert_eq!(status.code(), Some(0));
+    assert!(!covered.exists());
 }
 
 const LOOPS: &str = env!("CARGO_BIN_EXE_syscall_loops");

@@ -18,11 +18,11 @@ pub struct VmTestArgs {
     #[arg(long, value_enum, default_value = "all")]
     pub kernel: KernelChoice,
     /// Seconds one boot may take, tests included, before QEMU is killed.
-    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    #[arg(long, value_name = "SECS", default_value_t = 1500)]
     pub timeout: u64,
     /// Seconds one test binary may run inside the VM before it is killed
     /// (SIGKILL) and counted as failed; the binaries after it still run.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    #[arg(long, value_name = "SECS", default_value_t = 450)]
     pub test_timeout: u64,
     /// Run only the test binaries whose name starts with one of these
     /// comma-separated prefixes (tests/tests/<name>.rs). The default runs
@@ -42,8 +42,8 @@ impl Default for VmTestArgs {
     fn default() -> Self {
         Self {
             kernel: KernelChoice::All,
-            timeout: 900,
-            test_timeout: 300,
+            timeout: 1500,
+            test_timeout: 450,
             tests: DEFAULT_TESTS.into(),
             lsm: qemu::DEFAULT_LSM.into(),
         }

@@ -164,7 +164,8 @@ impl Parked {
 }
 
 /// After a person approved `action` (a command), its file actions on the
-/// paths it names are not asked about again ([`crate::holds::Cover`]).
+/// paths it names and the programs it starts are not asked about again
+/// ([`crate::holds::Cover`]).
 fn cover_targets(
     broker: &HoldBroker,
     policy: &crate::policy::Policy,
@@ -186,13 +187,21 @@ fn cover_targets(
             _ => None,
         })
         .collect();
-    if paths.is_empty() {
+    let commands: Vec<(String, Vec<String>)> = classification
+        .programs
+        .iter()
+        .cloned()
+        .zip(classification.arguments.iter().cloned())
+        .skip(1)
+        .collect();
+    if paths.is_empty() && commands.is_empty() {
         return;
     }
     broker.cover(Cover {
         session,
         pid,
         paths,
+        commands,
         approver: format!(
             "{approver} (approved `{action}` at exec, rule {})",
             verdict.rule

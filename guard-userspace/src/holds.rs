@@ -180,16 +180,22 @@ pub trait HoldUpstream: Send + Sync {
 /// How long an approved command's cover lasts (see [`Cover`]).
 pub const COVER_TTL: Duration = Duration::from_secs(600);
 
-/// What a person's approval of a command covers: the file actions on the
-/// paths the command names (and below them), by that process and its
-/// descendants, for [`COVER_TTL`]. `rm terraform.tfstate` approved at exec is
-/// not asked about again at its unlink. Rules that deny or kill still do.
+/// What a person's approval of a command covers, for that process and its
+/// descendants, for [`COVER_TTL`]: the file actions on the paths the command
+/// names (and below them), and the execs of the programs its command line
+/// starts with exactly the arguments it gives them. `rm terraform.tfstate`
+/// approved at exec is not asked about again at its unlink, nor `terraform
+/// destroy` after `sh -c "terraform destroy"` was approved. Rules that deny
+/// or kill still apply.
 #[derive(Debug, Clone)]
 pub struct Cover {
     pub session: String,
     /// The approved process.
     pub pid: u32,
     pub paths: Vec<PathBuf>,
+    /// Program base names and their arguments, as the approved command line
+    /// starts them (not the approved program itself).
+    pub commands: Vec<(String, Vec<String>)>,
     /// Who approved, what, and the hold's id: the audit record's approver.
     pub approver: String,
     pub until: Instant,
@@ -204,7 +210,21 @@ impl Cover {
             | Action::Truncate { path }
             | Action::OpenWrite { path } => under(path),
             Action::Rename { from, to } => under(from) && under(to),
-            Action::Exec { .. } | Action::Connect { .. } => false,
+            Action::Exec { filename, argv, .. } => {
+                let first = argv
+                    .first()
+                    .map_or_else(|| filename.to_string_lossy(), |a| a.to_string_lossy());
+                let program = crate::policy::exec::program_name(&first);
+                let args: Vec<String> = argv
+                    .iter()
+                    .skip(1)
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect();
+                self.commands
+                    .iter()
+                    .any(|(p, a)| *p == program && *a == args)
+            }
+            Action::Connect { .. } => false,
         };
         paths_covered
             && request.session == self.session
@@ -577,6 +597,7 @@ mod tests {
             session: "s1".into(),
             pid: std::process::id(),
             paths: vec![PathBuf::from("/prod")],
+            commands: vec![("terraform".into(), vec!["destroy".into()])],
             approver: "alice (approved `rm -r /prod` at exec)".into(),
             until: Instant::now() + COVER_TTL,
         });
@@ -596,6 +617,32 @@ mod tests {
                 "{outcome:?}"
             );
         }
+        // The program the approved command line starts, with its arguments.
+        let exec = |argv: &[&str]| {
+            let mut r = request();
+            r.pid = child.id();
+            r.action = Action::Exec {
+                filename: PathBuf::from("/w/bin/terraform"),
+                argv: argv.iter().map(std::ffi::OsString::from).collect(),
+                cwd: PathBuf::from("/w"),
+            };
+            r
+        };
+        let outcome = broker.ask_outcome(
+            exec(&["/w/bin/terraform", "destroy"]),
+            short,
+            Decision::Deny,
+        );
+        assert!(outcome.by_grant, "{outcome:?}");
+        let outcome = broker.ask_outcome(
+            exec(&["terraform", "destroy", "-auto-approve"]),
+            short,
+            Decision::Deny,
+        );
+        assert!(
+            matches!(outcome.resolution, Resolution::TimedOut { .. }),
+            "other arguments are asked about: {outcome:?}"
+        );
         let _ = child.kill();
         let _ = child.wait();
         // Another process, another path, another session: asked as usual.

@@ -95,121 +95,182 @@ fn read_until(master: &mut File, seen: &mut Vec<u8>, needle: &str, timeout: Dura
     );
 }
 
+/// A session on a raw pty running `argv`, with a stand-in `terraform` in
+/// the PATH whose first act is to create `marker`.
+struct TtySession {
+    /// Removed when the session is dropped.
+    _dir: TempDir,
+    pty: Pty,
+    raw: libc::termios,
+    guard: std::process::Child,
+    marker: PathBuf,
+    seen: Vec<u8>,
+}
+
+impl TtySession {
+    fn start(tag: &str, argv: &[&str]) -> Self {
+        require_root();
+        let dir = TempDir::new(tag);
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        let marker = dir.join("marker");
+        let terraform = dir.join("bin/terraform");
+        std::fs::write(
+            &terraform,
+            format!("#!/bin/sh\n: > {}\necho terraform ran\n", marker.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &terraform,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("agent.sh"),
+            "terraform destroy -auto-approve; echo status=$?\n",
+        )
+        .unwrap();
+
+        let (pty, _) = open_pty();
+        let mut raw = termios(&pty.slave);
+        // SAFETY: valid termios.
+        unsafe {
+            libc::cfmakeraw(&mut raw);
+            assert_eq!(
+                libc::tcsetattr(pty.slave.as_raw_fd(), libc::TCSANOW, &raw),
+                0
+            );
+        }
+        let raw = termios(&pty.slave);
+
+        let slave_fd = pty.slave.as_raw_fd();
+        let mut command = Command::new(guard_bin());
+        command
+            .current_dir(&dir.path)
+            .env("GUARD_SOCKET", dir.join("guard.sock"))
+            .env("GUARD_AUDIT_LOG", dir.join("audit.jsonl"))
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    dir.join("bin").display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .args([
+                "session",
+                "--name",
+                &format!("{tag}-{}", std::process::id()),
+                "--",
+            ])
+            .args(argv)
+            .stdin(pty.slave.try_clone().unwrap())
+            .stdout(pty.slave.try_clone().unwrap())
+            .stderr(pty.slave.try_clone().unwrap());
+        // SAFETY: setsid and ioctl between fork and exec; the pty slave becomes
+        // the controlling terminal, as in a login shell.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setsid() < 0 || libc::ioctl(slave_fd, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let guard = command.spawn().unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            _dir: dir,
+            pty,
+            raw,
+            guard,
+            marker,
+            seen: Vec::new(),
+        }
+    }
+
+    fn read_until(&mut self, needle: &str) -> String {
+        read_until(
+            &mut self.pty.master,
+            &mut self.seen,
+            needle,
+            Duration::from_secs(20),
+        )
+    }
+
+    fn answer(&mut self, key: &[u8]) {
+        self.pty.master.write_all(key).unwrap();
+    }
+
+    /// Waits for guard to end; its status and everything the terminal showed.
+    fn finish(mut self) -> (i32, String) {
+        self.read_until("ended with status");
+        let status = self.guard.wait().unwrap();
+        assert!(
+            same(&termios(&self.pty.slave), &self.raw),
+            "termios not restored exactly"
+        );
+        (
+            status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&self.seen).into_owned(),
+        )
+    }
+}
+
+impl Drop for TtySession {
+    fn drop(&mut self) {
+        if let Ok(None) = self.guard.try_wait() {
+            let _ = self.guard.kill();
+            let _ = self.guard.wait();
+        }
+    }
+}
+
+/// A script the agent runs calls `terraform destroy`: stopped at exec, shown
+/// at the terminal with its process chain, denied from the keyboard; the
+/// program is told why and never runs.
 #[test]
 fn a_real_session_on_a_raw_terminal_asks_at_the_terminal() {
-    require_root();
-    let dir = TempDir::new("session-tty");
-    std::fs::create_dir_all(dir.join("bin")).unwrap();
-    let marker = dir.join("marker");
-    let terraform = dir.join("bin/terraform");
-    std::fs::write(
-        &terraform,
-        format!("#!/bin/sh\n: > {}\necho terraform ran\n", marker.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &terraform,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-
-    let (mut pty, _) = open_pty();
-    let mut raw = termios(&pty.slave);
-    // SAFETY: valid termios.
-    unsafe {
-        libc::cfmakeraw(&mut raw);
-        assert_eq!(
-            libc::tcsetattr(pty.slave.as_raw_fd(), libc::TCSANOW, &raw),
-            0
-        );
-    }
-    let raw = termios(&pty.slave);
-
-    let slave_fd = pty.slave.as_raw_fd();
-    let mut command = Command::new(guard_bin());
-    command
-        .env("GUARD_SOCKET", dir.join("guard.sock"))
-        .env("GUARD_AUDIT_LOG", dir.join("audit.jsonl"))
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                dir.join("bin").display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .args([
-            "session",
-            "--name",
-            &format!("tty-{}", std::process::id()),
-            "--",
-            "sh",
-            "-c",
-            "terraform destroy -auto-approve; echo status=$?",
-        ])
-        .stdin(pty.slave.try_clone().unwrap())
-        .stdout(pty.slave.try_clone().unwrap())
-        .stderr(pty.slave.try_clone().unwrap());
-    // SAFETY: setsid and ioctl between fork and exec; the pty slave becomes
-    // the controlling terminal, as in a login shell.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::setsid() < 0 || libc::ioctl(slave_fd, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut guard = command.spawn().unwrap_or_else(|e| panic!("{e}"));
-    let mut seen = Vec::new();
-
-    // The agent's own command is classified first (a shell running terraform destroy).
-    let shown = read_until(
-        &mut pty.master,
-        &mut seen,
-        "[k]ill",
-        Duration::from_secs(20),
-    );
-    assert!(shown.contains("terraform destroy"), "{shown}");
-    assert!(!marker.exists());
-    pty.master.write_all(b"a\n").unwrap();
-    // Then terraform itself, stopped before its first instruction.
-    let shown = read_until(
-        &mut pty.master,
-        &mut seen,
-        "[k]ill",
-        Duration::from_secs(20),
-    );
+    let mut s = TtySession::start("session-tty", &["sh", "agent.sh"]);
+    let shown = s.read_until("[k]ill");
     assert!(
         shown.contains("bin/terraform destroy -auto-approve"),
         "{shown}"
     );
     assert!(shown.contains("process chain"), "{shown}");
-    assert!(!marker.exists(), "terraform ran while held");
-    pty.master.write_all(b"d\n").unwrap();
-    let tail = read_until(
-        &mut pty.master,
-        &mut seen,
-        "status=",
-        Duration::from_secs(20),
-    );
-    read_until(
-        &mut pty.master,
-        &mut seen,
-        "ended with status",
-        Duration::from_secs(20),
-    );
-    let all = String::from_utf8_lossy(&seen).into_owned();
+    assert!(!s.marker.exists(), "terraform ran while held");
+    s.answer(b"d\n");
+    let tail = s.read_until("status=");
+    assert!(!s.marker.exists(), "denied terraform must never run");
+    let (code, all) = s.finish();
     assert!(
         all.contains("guard: denied"),
         "the program must be told why: {all}"
     );
     assert!(all.contains("status=137"), "{tail}");
-    assert!(!marker.exists(), "denied terraform must never run");
-    let status = guard.wait().unwrap();
-    assert_eq!(status.code(), Some(0), "{all}");
-    assert!(
-        same(&termios(&pty.slave), &raw),
-        "termios not restored exactly"
+    assert_eq!(code, 0, "{all}");
+}
+
+/// The agent's own command line `sh -c "terraform destroy ..."` is asked
+/// about once; approved, the terraform it starts with those arguments is
+/// covered by that approval and runs without a second prompt.
+#[test]
+fn an_approved_command_line_is_not_asked_again_for_the_program_it_runs() {
+    let mut s = TtySession::start(
+        "session-tty-cover",
+        &[
+            "sh",
+            "-c",
+            "terraform destroy -auto-approve; echo status=$?",
+        ],
     );
+    let shown = s.read_until("[k]ill");
+    assert!(shown.contains("terraform destroy"), "{shown}");
+    assert!(!s.marker.exists());
+    s.answer(b"a\n");
+    s.read_until("status=");
+    assert!(s.marker.exists(), "the approved terraform ran");
+    let (code, all) = s.finish();
+    assert!(all.contains("terraform ran"), "{all}");
+    assert!(all.contains("status=0"), "{all}");
+    assert_eq!(all.matches("[k]ill").count(), 1, "asked twice: {all}");
+    assert_eq!(code, 0, "{all}");
 }

@@ -230,6 +230,22 @@ impl Drop for Reaped {
     }
 }
 
+/// Writes `DIR/bin/terraform`, a stand-in whose first act is to create
+/// `DIR/marker` (so a test sees whether it ran at all); returns the marker.
+pub fn stand_in_terraform(dir: &TempDir) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    let marker = dir.join("marker");
+    let terraform = dir.join("bin/terraform");
+    std::fs::write(
+        &terraform,
+        format!("#!/bin/sh\n: > {}\necho terraform ran\n", marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&terraform, std::fs::Permissions::from_mode(0o755)).unwrap();
+    marker
+}
+
 /// Polls `check` until it holds or `timeout` passes, then panics with `what`.
 pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

@@ -4,28 +4,15 @@
 //! with no daemon (the session's own socket) and with a running daemon.
 
 use std::{
-    os::unix::fs::PermissionsExt as _,
     os::unix::net::UnixStream,
-    path::PathBuf,
     process::{Child, Stdio},
     time::Duration,
 };
 
 use guard::audit;
-use guard_tests::{TempDir, child_output, guard_cli, require_root, wait_for_hold, wait_until};
-
-fn stand_in_terraform(dir: &TempDir) -> PathBuf {
-    std::fs::create_dir_all(dir.join("bin")).unwrap();
-    let marker = dir.join("marker");
-    let terraform = dir.join("bin/terraform");
-    std::fs::write(
-        &terraform,
-        format!("#!/bin/sh\n: > {}\necho terraform ran\n", marker.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&terraform, std::fs::Permissions::from_mode(0o755)).unwrap();
-    marker
-}
+use guard_tests::{
+    TempDir, child_output, guard_cli, require_root, stand_in_terraform, wait_for_hold, wait_until,
+};
 
 /// `guard session` running a script that runs `terraform destroy`.
 fn session(dir: &TempDir, name: &str) -> Child {

@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use guard_tests::{TempDir, guard_bin, require_root};
+use guard_tests::{TempDir, guard_bin, require_root, stand_in_terraform};
 
 struct Pty {
     master: File,
@@ -111,19 +111,7 @@ impl TtySession {
     fn start(tag: &str, argv: &[&str]) -> Self {
         require_root();
         let dir = TempDir::new(tag);
-        std::fs::create_dir_all(dir.join("bin")).unwrap();
-        let marker = dir.join("marker");
-        let terraform = dir.join("bin/terraform");
-        std::fs::write(
-            &terraform,
-            format!("#!/bin/sh\n: > {}\necho terraform ran\n", marker.display()),
-        )
-        .unwrap();
-        std::fs::set_permissions(
-            &terraform,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
+        let marker = stand_in_terraform(&dir);
         std::fs::write(
             dir.join("agent.sh"),
             "terraform destroy -auto-approve; echo status=$?\n",

@@ -21,7 +21,7 @@ use crate::{
     kernel_backends::{Outcome, SessionDirectory, ask, outcome_of, signal},
     kernel_maps::KernelMaps,
     notice::tell,
-    policy::exec::Target,
+    policy::exec::{Classification, Target},
 };
 
 /// Reads what a stopped exec is about to run: argv and cwd from /proc.
@@ -168,16 +168,13 @@ impl Parked {
 /// ([`crate::holds::Cover`]).
 fn cover_targets(
     broker: &HoldBroker,
-    policy: &crate::policy::Policy,
+    classification: &Classification,
     session: String,
     pid: u32,
     action: &Action,
     approver: &str,
     verdict: &crate::decision::Verdict,
 ) {
-    let Some(classification) = policy.explain(action).classification else {
-        return;
-    };
     let paths: Vec<_> = classification
         .findings
         .iter()
@@ -243,7 +240,9 @@ impl ExecStop {
             signal(pid, libc::SIGCONT);
             return Outcome::Allowed;
         };
-        let verdict = policy.evaluate(&action);
+        // One reading of the argv serves the decision and, once approved, the cover.
+        let explanation = policy.explain(&action);
+        let verdict = explanation.verdict;
         let parked = verdict
             .decision
             .holds()
@@ -265,10 +264,12 @@ impl ExecStop {
                 },
             )
         });
-        if let Some(Resolution::Approved { approver, .. }) = &resolution {
+        if let (Some(Resolution::Approved { approver, .. }), Some(classification)) =
+            (&resolution, &explanation.classification)
+        {
             cover_targets(
                 &self.broker,
-                &policy,
+                classification,
                 session,
                 pid,
                 &action,

@@ -153,6 +153,28 @@ pub struct Outcome {
     pub by_grant: bool,
 }
 
+impl Outcome {
+    /// An approval given earlier (a grant or a cover) answered at once: no
+    /// hold was opened (id 0).
+    fn granted(
+        request: HoldRequest,
+        approver: String,
+        scope: GrantScope,
+        waited: Duration,
+    ) -> Self {
+        Self {
+            hold: Hold {
+                id: 0,
+                request,
+                since: SystemTime::now(),
+            },
+            resolution: Resolution::Approved { approver, scope },
+            waited,
+            by_grant: true,
+        }
+    }
+}
+
 /// Told about every hold and decision (audit log, `guard events`, the terminal
 /// prompt, the session summary). Called outside the broker's lock.
 pub trait HoldObserver: Send + Sync {
@@ -355,18 +377,23 @@ impl HoldBroker {
     /// Lets the file actions an approved command names through without
     /// asking again (see [`Cover`]).
     pub fn cover(&self, cover: Cover) {
-        let mut covers = self.covers.lock().expect("hold broker poisoned");
-        let now = Instant::now();
-        covers.retain(|c| c.until > now);
-        covers.push(cover);
+        self.live_covers().push(cover);
     }
 
     /// The approval that already covers `request`, if one does.
     fn covered(&self, request: &HoldRequest) -> Option<Cover> {
+        self.live_covers()
+            .iter()
+            .find(|c| c.covers(request))
+            .cloned()
+    }
+
+    /// The covers, expired ones dropped.
+    fn live_covers(&self) -> std::sync::MutexGuard<'_, Vec<Cover>> {
         let mut covers = self.covers.lock().expect("hold broker poisoned");
         let now = Instant::now();
         covers.retain(|c| c.until > now);
-        covers.iter().find(|c| c.covers(request)).cloned()
+        covers
     }
 
     /// `ask`, returning the whole outcome (the daemon answers remote asks with it).
@@ -377,42 +404,27 @@ impl HoldBroker {
         on_timeout: Decision,
     ) -> Outcome {
         let upstream = self.upstream.lock().expect("hold broker poisoned").clone();
-        if let Some(cover) = self.covered(&request) {
-            let mut allowed = request.clone();
-            allowed.verdict.decision = Decision::Allow;
-            allowed.verdict.reason = format!(
-                "{}; covered by the approval {}",
-                request.verdict.reason, cover.approver
-            );
+        let outcome = if let Some(cover) = self.covered(&request) {
             if let Some(upstream) = &upstream {
                 // The daemon keeps the audit log: it records the covered action.
+                let mut allowed = request.clone();
+                allowed.verdict.decision = Decision::Allow;
+                allowed.verdict.reason = format!(
+                    "{}; covered by the approval {}",
+                    request.verdict.reason, cover.approver
+                );
                 upstream.report(&allowed);
             }
-            let outcome = Outcome {
-                hold: Hold {
-                    id: 0,
-                    request,
-                    since: SystemTime::now(),
-                },
-                resolution: Resolution::Approved {
-                    approver: cover.approver,
-                    scope: GrantScope::Once,
-                },
-                waited: Duration::ZERO,
-                by_grant: true,
-            };
-            for observer in self.observers() {
-                observer.closed(&outcome);
+            Outcome::granted(request, cover.approver, GrantScope::Once, Duration::ZERO)
+        } else {
+            match upstream {
+                Some(upstream) => upstream.ask(&request, timeout, on_timeout, &|hold| {
+                    for observer in self.observers() {
+                        observer.opened(hold);
+                    }
+                }),
+                None => self.decide_here(request, timeout, on_timeout, Duration::ZERO, &|_| {}),
             }
-            return outcome;
-        }
-        let outcome = match upstream {
-            Some(upstream) => upstream.ask(&request, timeout, on_timeout, &|hold| {
-                for observer in self.observers() {
-                    observer.opened(hold);
-                }
-            }),
-            None => self.decide_here(request, timeout, on_timeout, Duration::ZERO, &|_| {}),
         };
         for observer in self.observers() {
             observer.closed(&outcome);
@@ -449,19 +461,7 @@ impl HoldBroker {
     ) -> Outcome {
         let key = GrantKey::of(&request.session, &request.action);
         if let Some(grant) = self.grants.take(&key) {
-            return Outcome {
-                hold: Hold {
-                    id: 0,
-                    request,
-                    since: SystemTime::now(),
-                },
-                resolution: Resolution::Approved {
-                    approver: grant.approver,
-                    scope: grant.scope,
-                },
-                waited: held,
-                by_grant: true,
-            };
+            return Outcome::granted(request, grant.approver, grant.scope, held);
         }
         let started = Instant::now();
         let id = self.open_held(request.clone(), held);

@@ -7,17 +7,14 @@
 
 use aya_ebpf::{macros::lsm, maps::lpm_trie::Key, programs::LsmContext};
 use guard_common::{
-    ANCESTOR_NAMES_MAX, EventKind, PATH_MAX, PathPrefix, Rule,
-    event::{path_flags, verdict},
-    rules::PATH_PREFIX_MAX,
-    session::SESSION_KEY_LEN,
-    session_flags,
+    ANCESTOR_NAMES_MAX, EventKind, PATH_MAX, PathPrefix, Rule, event::path_flags,
+    rules::PATH_PREFIX_MAX, session::SESSION_KEY_LEN, session_flags,
 };
 
 use crate::{
     event::{emit, fill_header},
-    hold::{EPERM, stop, use_grant},
-    maps::{FILE_SCRATCH, PATH_RULES, PATH_SCRATCH, PathScratch, count, stat},
+    hold::{refuse_or_stop, use_grant},
+    maps::{FILE_SCRATCH, PATH_RULES, PATH_SCRATCH, PathScratch},
     names::{ancestor_rule, name_rule},
     path::{inode_id, mix, name_hash, offsets, read_u32, read_u64, resolve},
     rate::{Charge, charge},
@@ -203,13 +200,7 @@ fn file_hook(kind: EventKind, dir: u64, leaf: u64, to_dir: u64, to_leaf: u64) ->
         (*ev).target_len = target_len;
         (*ev)._pad = 0;
     }
-    let rc = if deny != 0 {
-        header.verdict = verdict::DENIED;
-        count(stat::DENIED);
-        -EPERM
-    } else {
-        stop(header, object_id)
-    };
+    let rc = refuse_or_stop(header, deny != 0, object_id);
     emit(kind, ev);
     rc
 }

@@ -44,6 +44,20 @@ pub fn use_grant(session: u64, kind: EventKind, object_id: u64) -> Option<i32> {
     })
 }
 
+/// A rule's answer to a file or connect hook: refuse at once (`deny`,
+/// counted and reported) or stop the task for userspace. Returns what the
+/// hook returns; the caller emits the event afterwards.
+#[inline(always)]
+pub fn refuse_or_stop(header: *mut EventHeader, deny: bool, object_id: u64) -> i32 {
+    if deny {
+        unsafe { (*header).verdict = verdict::DENIED };
+        count(stat::DENIED);
+        -EPERM
+    } else {
+        stop(header, object_id)
+    }
+}
+
 /// Stops the current task for userspace and returns what the hook returns.
 /// The caller emits the event afterwards (its header says what happened).
 #[inline(always)]

@@ -10,15 +10,15 @@ use aya_ebpf::{
 };
 use guard_common::{
     EndpointPrefix, EventKind, PathPrefix, Rule,
-    event::{UNIX_PATH_MAX, path_flags, verdict},
+    event::{UNIX_PATH_MAX, path_flags},
     session::SESSION_KEY_LEN,
     session_flags,
 };
 
 use crate::{
     event::{emit, fill_header},
-    hold::{EPERM, stop, use_grant},
-    maps::{CONNECT_SCRATCH, ENDPOINT_RULES, PATH_RULES, PATH_SCRATCH, count, stat},
+    hold::{refuse_or_stop, use_grant},
+    maps::{CONNECT_SCRATCH, ENDPOINT_RULES, PATH_RULES, PATH_SCRATCH},
     path::mix,
     session::current_session,
 };
@@ -167,13 +167,7 @@ fn try_connect(addr: u64, addrlen: i32) -> Option<i32> {
         (*ev).addr = ip;
         (*ev).unix_path_len = unix_len;
     }
-    let rc = if deny != 0 {
-        header.verdict = verdict::DENIED;
-        count(stat::DENIED);
-        -EPERM
-    } else {
-        stop(header, object_id)
-    };
+    let rc = refuse_or_stop(header, deny != 0, object_id);
     emit(EventKind::Connect, ev);
     Some(rc)
 }

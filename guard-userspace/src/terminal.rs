@@ -118,18 +118,15 @@ impl Terminal {
         cooked.c_iflag &= !(libc::INLCR | libc::IGNCR);
         cooked.c_oflag |= libc::OPOST | libc::ONLCR;
         // TCSAFLUSH drops keys typed for the agent, so they cannot answer us.
-        // SAFETY: fd is open; cooked is a valid termios.
-        if unsafe { libc::tcsetattr(fd, libc::TCSAFLUSH, &cooked) } != 0 {
+        if let Err(e) = set_termios(fd, libc::TCSAFLUSH, &cooked) {
             drop(foreground);
-            return Err(std::io::Error::last_os_error()).context("tcsetattr on the terminal");
+            return Err(e).context("tcsetattr on the terminal");
         }
         let result = body();
-        // SAFETY: as above; restores exactly what was saved.
-        let restored = unsafe { libc::tcsetattr(fd, libc::TCSADRAIN, &saved) };
+        // Restores exactly what was saved.
+        let restored = set_termios(fd, libc::TCSADRAIN, &saved);
         drop(foreground);
-        if restored != 0 {
-            return Err(std::io::Error::last_os_error()).context("restoring the terminal settings");
-        }
+        restored.context("restoring the terminal settings")?;
         result
     }
 
@@ -185,7 +182,11 @@ impl Terminal {
                 anyhow::bail!("the terminal hung up");
             }
             let mut buf = [0u8; 256];
-            let n = (&self.tty).read(&mut buf)?;
+            let n = match (&self.tty).read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).context("reading the answer from the terminal"),
+            };
             if n == 0 {
                 anyhow::bail!("the terminal closed");
             }
@@ -193,6 +194,20 @@ impl Terminal {
             if line.contains(&b'\n') || line.len() > 4096 {
                 return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
             }
+        }
+    }
+}
+
+/// tcsetattr, again if a signal interrupts its wait for output to drain.
+fn set_termios(fd: i32, when: libc::c_int, termios: &libc::termios) -> std::io::Result<()> {
+    loop {
+        // SAFETY: fd is an open terminal; termios is a valid termios.
+        if unsafe { libc::tcsetattr(fd, when, termios) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
         }
     }
 }
@@ -309,10 +324,13 @@ impl Decider for LocalDecider {
             },
             Choice::Deny => Resolution::Denied { approver },
             Choice::Kill => {
-                self.cgroup.kill()?;
+                // The holds end as killed even if the kill itself fails: a
+                // held action must not wait out its timeout after a person
+                // asked for the session's death.
+                let killed = self.cgroup.kill();
                 self.broker
                     .resolve_session(&hold.request.session, Resolution::Killed { approver });
-                return Ok(());
+                return killed;
             }
         };
         self.broker.resolve(hold.id, resolution)?;

@@ -247,6 +247,15 @@ pub fn stand_in_terraform(dir: &TempDir) -> PathBuf {
 }
 
 /// Polls `check` until it holds or `timeout` passes, then panics with `what`.
+/// Sends guard's own log lines (warnings and worse) to the test's captured
+/// output, so a failing test shows what guard complained about.
+pub fn capture_guard_logs() {
+    let _ = env_logger::builder()
+        .is_test(true)
+        .filter_level(log::LevelFilter::Warn)
+        .try_init();
+}
+
 pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {

@@ -21,7 +21,7 @@ use guard::{
     holds::{GrantScope, HoldBroker, HoldRequest, Outcome, Resolution},
     terminal::{LocalDecider, Terminal, TerminalApprover},
 };
-use guard_tests::{TempDir, TestCgroup, require_root, wait_until};
+use guard_tests::{TempDir, TestCgroup, capture_guard_logs, require_root, wait_until};
 
 struct Pty {
     master: File,
@@ -119,6 +119,28 @@ fn ask(broker: &Arc<HoldBroker>, req: HoldRequest) -> std::thread::JoinHandle<Ou
     std::thread::spawn(move || broker.ask_outcome(req, Duration::from_secs(20), Decision::Deny))
 }
 
+/// Whatever the master side has to read now (for failure messages).
+fn drain(master: &mut File) -> String {
+    let mut seen = Vec::new();
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: master.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
+            break;
+        }
+        let mut buf = [0u8; 4096];
+        match master.read(&mut buf) {
+            Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
 fn frozen(cg: &TestCgroup) -> bool {
     std::fs::read_to_string(cg.cgroup.path().join("cgroup.events"))
         .unwrap()
@@ -129,6 +151,7 @@ fn frozen(cg: &TestCgroup) -> bool {
 #[test]
 fn prompt_over_a_raw_mode_tui_freezes_asks_restores_and_redraws() {
     require_root();
+    capture_guard_logs();
     let dir = TempDir::new("tty");
     let winch = dir.join("winch");
     let cg = TestCgroup::new("tty");
@@ -228,15 +251,21 @@ fn prompt_over_a_raw_mode_tui_freezes_asks_restores_and_redraws() {
         Duration::from_secs(5),
     );
     pty.master.write_all(b"d\n").unwrap();
-    assert!(matches!(
-        asked.join().unwrap().resolution,
-        Resolution::Denied { .. }
-    ));
+    let outcome = asked.join().unwrap();
+    assert!(
+        matches!(outcome.resolution, Resolution::Denied { .. }),
+        "{outcome:?}"
+    );
     assert!(same_termios(&termios(&pty.slave), &raw));
 
     // 4. Decided elsewhere while the prompt is up: the prompt steps aside.
     let asked = ask(&broker, request(agent.id(), "/prod/third"));
     read_until(&mut pty.master, "/prod/third", Duration::from_secs(5));
+    // The prompt can be up before the broker lists the hold (it is listed
+    // once every observer has recorded it).
+    wait_until(Duration::from_secs(2), "the hold to be listed", || {
+        !broker.pending().is_empty()
+    });
     let id = broker.pending()[0].id;
     broker
         .resolve(
@@ -256,11 +285,18 @@ fn prompt_over_a_raw_mode_tui_freezes_asks_restores_and_redraws() {
     let asked = ask(&broker, request(agent.id(), "/prod/fourth"));
     read_until(&mut pty.master, "/prod/fourth", Duration::from_secs(5));
     pty.master.write_all(b"k\n").unwrap();
-    assert!(matches!(
-        asked.join().unwrap().resolution,
-        Resolution::Killed { .. }
-    ));
-    let status = agent.wait().unwrap();
+    let outcome = asked.join().unwrap();
+    assert!(
+        matches!(outcome.resolution, Resolution::Killed { .. }),
+        "{outcome:?}; the terminal showed {:?}",
+        drain(&mut pty.master)
+    );
+    let mut status = None;
+    wait_until(Duration::from_secs(5), "the killed agent to exit", || {
+        status = agent.try_wait().unwrap();
+        status.is_some()
+    });
+    let status = status.unwrap();
     use std::os::unix::process::ExitStatusExt as _;
     assert_eq!(status.signal(), Some(libc::SIGKILL));
     assert!(same_termios(&termios(&pty.slave), &raw));
@@ -328,6 +364,7 @@ fn a_freeze_decision_keeps_the_whole_session_frozen_until_decided() {
 #[test]
 fn with_a_daemon_the_prompt_decides_through_the_daemon() {
     require_root();
+    capture_guard_logs();
     use std::os::unix::net::UnixStream;
     let dir = TempDir::new("tty-daemon");
     let socket = dir.join("guard.sock");

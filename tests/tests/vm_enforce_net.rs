@@ -180,8 +180,7 @@ fn production_endpoint_is_refused_or_held_while_others_connect_untouched() {
         0,
         "the held connect must complete once policy allowed it"
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let events = e.events.lock().unwrap().clone();
+    let events = e.settled_events(2);
     let denied = events.iter().any(|ev| matches!(ev, KernelEvent::Connect { verdict: KernelVerdict::Denied, endpoint, .. } if endpoint == &guard::action::Endpoint::Inet { addr: "127.0.0.2:5432".parse().unwrap() }));
     let stopped = events.iter().any(|ev| matches!(ev, KernelEvent::Connect { verdict: KernelVerdict::Stopped, endpoint, .. } if endpoint == &guard::action::Endpoint::Inet { addr: "127.0.0.2:5433".parse().unwrap() }));
     assert!(denied && stopped, "events: {events:#?}");
@@ -231,8 +230,7 @@ fn ipv6_and_unix_socket_rules_apply_to_their_endpoints_only() {
     assert_eq!(connect_in_session(&e.cg, "[::1]:5435".parse().unwrap()), 0);
     assert_eq!(connect_unix_in_session(&e.cg, &sock), libc::EPERM);
     assert_eq!(connect_unix_in_session(&e.cg, &other_sock), 0);
-    std::thread::sleep(Duration::from_millis(300));
-    let events = e.events.lock().unwrap().clone();
+    let events = e.settled_events(2);
     assert_eq!(
         events.len(),
         2,

@@ -434,6 +434,11 @@ fn ordinary_work_under_the_default_policy_never_reaches_userspace() {
         s.run(&["connect", "50", &local]),
     ];
     let took = started.elapsed();
+    // Exec reports come off the ring on the reader's thread: wait for them,
+    // then give anything unexpected 300 ms more to show up.
+    guard_tests::wait_until(Duration::from_secs(10), "the exec reports", || {
+        s.seen.lock().unwrap().observed > reports.len()
+    });
     std::thread::sleep(Duration::from_millis(300));
     let seen = s.seen.lock().unwrap();
     assert!(

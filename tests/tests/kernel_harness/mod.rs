@@ -156,6 +156,17 @@ impl Enforced {
     pub fn event_count(&self) -> usize {
         self.events.lock().unwrap().len()
     }
+
+    /// The events once at least `n` have arrived (the ring is read on its
+    /// own thread) and a further 300 ms brought no surprise, so a test can
+    /// assert the exact set without racing the reader.
+    pub fn settled_events(&self, n: usize) -> Vec<KernelEvent> {
+        guard_tests::wait_until(Duration::from_secs(10), "the kernel's events", || {
+            self.event_count() >= n
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        self.events.lock().unwrap().clone()
+    }
 }
 
 /// Waits until `pid` is held: stopped (state T), or frozen in a cgroup

@@ -100,8 +100,42 @@ pub enum GrantScope {
     Once,
     /// The same action for the rest of the session.
     Session,
-    /// The same action for this long.
-    For(Duration),
+    /// The same action for this long. On the wire and in JSON output a
+    /// duration as text, `{"for":"10m"}`; also read as whole seconds
+    /// (`{"for":600}`) and as older builds wrote it (`{"secs":600,"nanos":0}`).
+    For(#[serde(with = "scope_duration")] Duration),
+}
+
+mod scope_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Text(String),
+        Seconds(u64),
+        Struct { secs: u64, nanos: u32 },
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match Written::deserialize(d).map_err(|_| {
+            D::Error::custom("a grant duration is text such as \"10m\" or a number of seconds")
+        })? {
+            Written::Text(text) => humantime::parse_duration(&text).map_err(|e| {
+                D::Error::custom(format!(
+                    "grant duration {text:?}: {e} (write it as 30s, 10m or 2h)"
+                ))
+            }),
+            Written::Seconds(secs) => Ok(Duration::from_secs(secs)),
+            Written::Struct { secs, nanos } => Ok(Duration::new(secs, nanos)),
+        }
+    }
 }
 
 /// How a hold ended.
@@ -578,6 +612,32 @@ mod tests {
             },
             backend: "seccomp",
         }
+    }
+
+    #[test]
+    fn a_timed_grant_is_written_as_text_and_read_in_every_form() {
+        let ten = GrantScope::For(Duration::from_secs(600));
+        assert_eq!(serde_json::to_string(&ten).unwrap(), r#"{"for":"10m"}"#);
+        for written in [
+            r#"{"for":"10m"}"#,
+            r#"{"for":600}"#,
+            r#"{"for":{"secs":600,"nanos":0}}"#,
+        ] {
+            assert_eq!(
+                serde_json::from_str::<GrantScope>(written).unwrap(),
+                ten,
+                "{written}"
+            );
+        }
+        assert_eq!(
+            serde_json::from_str::<GrantScope>(r#""session""#).unwrap(),
+            GrantScope::Session
+        );
+        let bad = serde_json::from_str::<GrantScope>(r#"{"for":"soon"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("30s, 10m or 2h"), "{bad}");
+        assert!(serde_json::from_str::<GrantScope>(r#"{"for":-1}"#).is_err());
     }
 
     /// Sees what `guard holds` would list while the audit record is written.

@@ -34,7 +34,7 @@ use crate::{
     pin::PinDir,
     policy::Policy,
     programs::Probe,
-    seccomp::SessionFilter,
+    seccomp::{RingRefusal, SessionFilter},
     signal_relay::SignalRelay,
     terminal::{Decider, LocalDecider, Terminal, TerminalApprover},
     users::{self, Account},
@@ -65,6 +65,9 @@ pub struct SessionSummary {
     pub exit_code: i32,
     /// "daemon" or "embedded".
     pub controller: String,
+    /// What held file and connect actions: "lsm" (BPF LSM hooks; io_uring
+    /// refused) or "seccomp" (user notification).
+    pub backend: String,
     /// The socket `guard holds` / `guard approve` used for this session.
     pub socket: String,
     pub counts: Counts,
@@ -272,10 +275,17 @@ fn run_in(
 
     let mut command = Command::new(program);
     command.args(args);
-    enter_session_as(&mut command, cgroup, account)?;
+    // With BPF LSM active the kernel hooks hold file and connect calls (the
+    // session filter would only ask twice); io_uring, whose file ops run on
+    // kernel workers a restart hold cannot stop, is refused instead.
+    let backend = if kernel.lsm_active() {
+        "lsm"
+    } else {
+        "seccomp"
+    };
+    let refusal = kernel.lsm_active().then(RingRefusal::new);
+    enter_session_as(&mut command, cgroup, account, refusal)?;
     // The seccomp filter goes last: after the cgroup move and the user switch.
-    // With BPF LSM active the kernel hooks hold file and connect calls, so
-    // the filter would only ask twice.
     let pending_filter = if kernel.lsm_active() {
         None
     } else {
@@ -361,6 +371,7 @@ fn run_in(
         session: name.to_owned(),
         exit_code: exit_code(status),
         controller: controller_kind.into(),
+        backend: backend.into(),
         socket: socket_shown,
         counts,
         execs,
@@ -439,11 +450,13 @@ fn register(control: &Control, info: &SessionInfo) -> anyhow::Result<()> {
 }
 
 /// Registers the child's first steps after fork: move into the session
-/// cgroup (as root), then become the invoking user.
+/// cgroup (as root), install `refusal` (as root), then become the invoking
+/// user.
 fn enter_session_as(
     command: &mut Command,
     cgroup: &Cgroup,
     account: &Account,
+    refusal: Option<RingRefusal>,
 ) -> anyhow::Result<()> {
     let procs = CString::new(cgroup.path().join("cgroup.procs").as_os_str().as_bytes())
         .context("cgroup path contains a NUL byte")?;
@@ -470,6 +483,9 @@ fn enter_session_as(
             libc::close(fd);
             if written != 1 {
                 return Err(err);
+            }
+            if let Some(refusal) = &refusal {
+                refusal.install()?;
             }
             if switch
                 && (libc::setgroups(groups.len(), groups.as_ptr()) != 0
@@ -511,8 +527,8 @@ pub fn print_summary(summary: &SessionSummary, json: bool) {
     }
     let c = &summary.counts;
     eprintln!(
-        "guard: session {} ended with status {} ({} controller)",
-        summary.session, summary.exit_code, summary.controller
+        "guard: session {} ended with status {} ({} controller, {} backend)",
+        summary.session, summary.exit_code, summary.controller, summary.backend
     );
     eprintln!(
         "guard: {} exec(s) and {} decision(s) seen; {} held, {} approved ({} by standing \

@@ -193,6 +193,36 @@ pub fn session_program() -> Vec<sock_filter> {
     assemble(p)
 }
 
+/// io_uring's three calls. x86_64 and i386 number them alike (425-427), and
+/// x32 adds [`X32_SYSCALL_BIT`]; the io_uring program checks all of these.
+#[cfg(target_arch = "x86_64")]
+pub const IO_URING: [(i64, &str); 3] = [
+    (libc::SYS_io_uring_setup, "io_uring_setup"),
+    (libc::SYS_io_uring_enter, "io_uring_enter"),
+    (libc::SYS_io_uring_register, "io_uring_register"),
+];
+
+/// The filter a session runs under when BPF LSM holds its file and connect
+/// calls: only io_uring is refused (ENOSYS, so callers fall back to plain
+/// syscalls). io_uring runs file ops on kernel worker threads, where an LSM
+/// restart hold cannot stop the caller; refusing the ring keeps every file
+/// op on a path the hooks can hold.
+#[cfg(target_arch = "x86_64")]
+pub fn io_uring_program() -> Vec<sock_filter> {
+    let mut p = vec![Insn::Load(OFF_NR)];
+    for (nr, _) in IO_URING {
+        let nr = nr as u32;
+        p.push(Insn::JumpEq(nr, Label::Enosys, Label::Next));
+        p.push(Insn::JumpEq(
+            nr | X32_SYSCALL_BIT,
+            Label::Enosys,
+            Label::Next,
+        ));
+    }
+    p.push(Insn::ReturnTo(Label::Allow));
+    assemble(p)
+}
+
 fn ret_value(label: Label) -> Option<u32> {
     Some(match label {
         Label::Allow => libc::SECCOMP_RET_ALLOW,
@@ -371,6 +401,35 @@ mod tests {
 
     fn treat(nr: i64, args: [u64; 6]) -> Option<Treatment> {
         evaluate(&session_program(), nr, args)
+    }
+
+    #[test]
+    fn the_io_uring_program_refuses_the_ring_and_nothing_else() {
+        let program = io_uring_program();
+        for (nr, name) in IO_URING {
+            assert_eq!(
+                evaluate(&program, nr, [0; 6]),
+                Some(Treatment::Errno(libc::ENOSYS)),
+                "{name}"
+            );
+            assert_eq!(
+                evaluate(&program, nr | X32_SYSCALL_BIT as i64, [0; 6]),
+                Some(Treatment::Errno(libc::ENOSYS)),
+                "x32 {name}"
+            );
+            // The session filter (no BPF LSM) refuses the same calls alike.
+            assert_eq!(treat(nr, [0; 6]), Some(Treatment::Errno(libc::ENOSYS)));
+        }
+        for nr in [
+            libc::SYS_read,
+            libc::SYS_unlinkat,
+            libc::SYS_connect,
+            libc::SYS_openat,
+            libc::SYS_seccomp,
+            libc::SYS_setuid,
+        ] {
+            assert_eq!(evaluate(&program, nr, [0; 6]), None, "syscall {nr}");
+        }
     }
 
     #[test]

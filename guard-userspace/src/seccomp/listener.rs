@@ -28,6 +28,23 @@ pub fn install_and_send(program: &[sock_filter], sock: RawFd) -> io::Result<()> 
 /// lacks CAP_SYS_ADMIN, so setuid programs keep working under a root guard.
 fn install(fprog: &libc::sock_fprog) -> io::Result<RawFd> {
     let base = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
+    set_filter(
+        fprog,
+        &[base | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, base],
+    )
+    .map(|fd| fd as RawFd)
+}
+
+/// Installs `program` with no listener (a filter that only returns errnos
+/// or allows). Runs between fork and exec: no allocation, only syscalls.
+pub fn install_plain(program: &[sock_filter]) -> io::Result<()> {
+    set_filter(&filter::fprog(program), &[0]).map(drop)
+}
+
+/// seccomp(SET_MODE_FILTER) with the first of `flag_choices` this kernel
+/// takes (EINVAL moves on to the next); sets no_new_privs and tries again
+/// only if the caller lacks CAP_SYS_ADMIN (EACCES).
+fn set_filter(fprog: &libc::sock_fprog, flag_choices: &[libc::c_ulong]) -> io::Result<i64> {
     let mut last = io::Error::from_raw_os_error(libc::EINVAL);
     for no_new_privs in [false, true] {
         if no_new_privs {
@@ -36,7 +53,7 @@ fn install(fprog: &libc::sock_fprog) -> io::Result<RawFd> {
                 return Err(io::Error::last_os_error());
             }
         }
-        for flags in [base | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, base] {
+        for &flags in flag_choices {
             // SAFETY: fprog points at a live program for the call's duration.
             let fd = unsafe {
                 libc::syscall(
@@ -47,7 +64,7 @@ fn install(fprog: &libc::sock_fprog) -> io::Result<RawFd> {
                 )
             };
             if fd >= 0 {
-                return Ok(fd as RawFd);
+                return Ok(fd);
             }
             last = io::Error::last_os_error();
             match last.raw_os_error() {

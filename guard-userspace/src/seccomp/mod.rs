@@ -55,6 +55,34 @@ pub use supervisor::SupervisorStats;
 
 use crate::{cgroup::Cgroup, holds::HoldBroker, policy::Policy};
 
+/// The io_uring refusal for sessions whose file and connect calls BPF LSM
+/// holds ([`filter::io_uring_program`]); build it before fork, install it
+/// in the child.
+pub struct RingRefusal {
+    program: Vec<libc::sock_filter>,
+}
+
+impl RingRefusal {
+    pub fn new() -> Self {
+        Self {
+            program: filter::io_uring_program(),
+        }
+    }
+
+    /// Installs the filter in the calling process. Async-signal-safe: call
+    /// it between fork and exec, before dropping root (as root it needs no
+    /// no_new_privs, so setuid programs keep working in the session).
+    pub fn install(&self) -> io::Result<()> {
+        listener::install_plain(&self.program)
+    }
+}
+
+impl Default for RingRefusal {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Installs the session filter in a [`Command`] before it execs.
 pub struct SessionFilter;
 

@@ -11,7 +11,8 @@
 //!   connect-each ADDR.. connect once to each ADDR in turn, print `ok ADDR` or
 //!                       `err ADDR <error>`; exit 1 if any failed
 //!   open-excl-trunc P   open(P, O_WRONLY|O_CREAT|O_EXCL|O_TRUNC), print ok or the error
-//!   escapes             try each refused syscall, print name=errno
+//!   escapes             try each refused syscall, print name=errno; then
+//!                       no_new_privs=0|1 and seccomp=0|2 (the filter mode)
 //!   race-unlink FREE PROT SECONDS
 //!                       one thread unlinks a path buffer while another keeps
 //!                       flipping it between FREE and PROT (same length)
@@ -206,6 +207,11 @@ fn escapes() {
         one("tiocsti", &|| {
             libc::syscall(libc::SYS_ioctl, 0, libc::TIOCSTI, c"x".as_ptr())
         });
+        println!(
+            "no_new_privs={}",
+            libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)
+        );
+        println!("seccomp={}", libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0));
     }
 }
 

@@ -154,36 +154,26 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         ),
         ("connect (ns/call)", vec![&loops, "connect", &n, &target]),
     ];
+    // The modes take turns within each run, so a burst of load on this
+    // shared machine lands on all of them rather than skewing one column.
     for (name, argv) in &cases {
-        let mut figures = Vec::new();
-        for &mode in &modes {
-            let mut samples = Vec::new();
-            for _ in 0..args.runs {
-                samples.push(loop_ns(&tools, mode, argv)?);
-            }
-            figures.push(median(samples));
-        }
+        let figures = interleaved(&modes, args.runs, |mode| loop_ns(&tools, mode, argv))?;
         print_row(name, &figures, "ns");
     }
     let tree = scratch.join("tree");
-    let mut figures = Vec::new();
-    for &mode in &modes {
-        let mut samples = Vec::new();
-        for _ in 0..args.runs {
-            make_tree(&tree, args.files)?;
-            let tree_s = tree.display().to_string();
-            let mut c = tools.wrap(mode, &["/bin/rm", "-rf", &tree_s]);
-            c.stderr(Stdio::null());
-            let t = Instant::now();
-            let status = c.status().context("running rm -rf")?;
-            let elapsed = t.elapsed();
-            if !status.success() || tree.exists() {
-                bail!("rm -rf under {} failed ({status})", mode_name(mode));
-            }
-            samples.push(elapsed.as_secs_f64() * 1e3);
+    let figures = interleaved(&modes, args.runs, |mode| {
+        make_tree(&tree, args.files)?;
+        let tree_s = tree.display().to_string();
+        let mut c = tools.wrap(mode, &["/bin/rm", "-rf", &tree_s]);
+        c.stderr(Stdio::null());
+        let t = Instant::now();
+        let status = c.status().context("running rm -rf")?;
+        let elapsed = t.elapsed();
+        if !status.success() || tree.exists() {
+            bail!("rm -rf under {} failed ({status})", mode_name(mode));
         }
-        figures.push(median(samples));
-    }
+        Ok(elapsed.as_secs_f64() * 1e3)
+    })?;
     print_row(&format!("rm -rf {} files (ms)", args.files), &figures, "ms");
     println!(
         "xtask: bench: ratios are against `no guard` in this run; O_RDONLY opens never leave the \
@@ -259,6 +249,22 @@ fn print_row(name: &str, figures: &[f64], unit: &str) {
         row.push_str(&format!(" {cell:>20}"));
     }
     println!("{row}");
+}
+
+/// `runs` samples of `measure` per mode, the modes taking turns; the
+/// median per mode, in the order of `modes`.
+fn interleaved(
+    modes: &[Mode],
+    runs: usize,
+    mut measure: impl FnMut(Mode) -> anyhow::Result<f64>,
+) -> anyhow::Result<Vec<f64>> {
+    let mut samples = vec![Vec::with_capacity(runs); modes.len()];
+    for _ in 0..runs {
+        for (i, &mode) in modes.iter().enumerate() {
+            samples[i].push(measure(mode)?);
+        }
+    }
+    Ok(samples.into_iter().map(median).collect())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -9,6 +9,11 @@ use std::{
     ffi::OsString,
     os::unix::ffi::OsStringExt as _,
     path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
     time::Duration,
 };
 
@@ -100,6 +105,15 @@ impl BoundedMode {
         let mut sessions: HashMap<_, u64, u32> = HashMap::try_from(map)?;
         sessions.insert(cgroup_id, 1, 0)?;
         Ok(())
+    }
+
+    /// Takes a session cgroup out of bounded mode.
+    pub fn remove_session(set: &mut ProgramSet, cgroup_id: u64) {
+        if let Some(map) = set.map_mut("BOUNDED_SESSIONS")
+            && let Ok(mut sessions) = HashMap::<_, u64, u32>::try_from(map)
+        {
+            let _ = sessions.remove(&cgroup_id);
+        }
     }
 
     /// The next stop, if one is queued.
@@ -208,4 +222,75 @@ pub fn decide(stop: &Stop, policy: &Policy, broker: &HoldBroker, session: &str) 
     // SAFETY: a signal to the stopped process.
     unsafe { libc::kill(stop.pid as i32, signal) };
     go_on
+}
+
+/// Decides every stop of one bounded session, each on its own thread (a
+/// hold may wait minutes for a person while other processes go on).
+pub struct BoundedDecider {
+    stop: Arc<AtomicBool>,
+    released: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl BoundedDecider {
+    pub fn start(
+        mut mode: BoundedMode,
+        policy: Arc<Policy>,
+        broker: Arc<HoldBroker>,
+        session: String,
+    ) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let released = Arc::new(AtomicBool::new(false));
+        let (halt, free) = (stop.clone(), released.clone());
+        let thread = std::thread::Builder::new()
+            .name("guard-bounded".into())
+            .spawn(move || {
+                loop {
+                    let halting = halt.load(Ordering::SeqCst);
+                    // After a halt, drain what is queued: nothing may stay stopped.
+                    let next = if halting {
+                        mode.try_next()
+                    } else {
+                        mode.wait(Duration::from_millis(100))
+                    };
+                    let Some(stop) = next else {
+                        if halting {
+                            return;
+                        }
+                        continue;
+                    };
+                    if halting || free.load(Ordering::SeqCst) {
+                        // Released: the call has completed and the process is
+                        // no longer guarded, so it goes on unasked.
+                        // SAFETY: a signal to a process, no memory involved.
+                        unsafe { libc::kill(stop.pid as i32, libc::SIGCONT) };
+                        continue;
+                    }
+                    let (policy, broker, session) =
+                        (policy.clone(), broker.clone(), session.clone());
+                    std::thread::spawn(move || decide(&stop, &policy, &broker, &session));
+                }
+            })
+            .context("starting the bounded-mode thread")?;
+        Ok(Self {
+            stop,
+            released,
+            thread: Some(thread),
+        })
+    }
+
+    /// From now on stops are not asked about: their processes are being
+    /// released (and the stopping call already completed).
+    pub fn release(&self) {
+        self.released.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops reading, after continuing every stop still queued. Call once
+    /// the session is out of bounded mode.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }

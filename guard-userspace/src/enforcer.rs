@@ -15,6 +15,7 @@ use anyhow::Context as _;
 use guard_common::{SessionConfig, session_flags};
 
 use crate::{
+    bounded::BoundedMode,
     cgroup::Cgroup,
     events::KernelEvent,
     exec_stop::ExecStop,
@@ -160,10 +161,23 @@ impl Enforcer {
         Ok(id)
     }
 
+    /// Puts a session (already added) under bounded mode too: attaches the
+    /// bounded raw tracepoint and returns the reader of its stops. For
+    /// adopted sessions on kernels without BPF LSM.
+    pub fn enable_bounded(&mut self, cgroup_id: u64) -> anyhow::Result<BoundedMode> {
+        self.set.attach_probe(Probe::Bounded)?;
+        let mode = BoundedMode::enable(&mut self.set)?;
+        BoundedMode::add_session(&mut self.set, cgroup_id)?;
+        Ok(mode)
+    }
+
     /// Takes a session out of enforcement and drops its rules and grants.
     pub fn remove_session(&mut self, cgroup_id: u64) {
         if let Ok(mut sessions) = self.set.sessions() {
             let _ = sessions.remove(&cgroup_id);
+        }
+        if self.set.attached(Probe::Bounded) {
+            BoundedMode::remove_session(&mut self.set, cgroup_id);
         }
         self.tables
             .lock()

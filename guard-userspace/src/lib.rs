@@ -34,5 +34,6 @@ pub mod programs;
 pub mod seccomp;
 pub mod session;
 pub mod signal_relay;
+pub mod supervision;
 pub mod terminal;
 pub mod users;

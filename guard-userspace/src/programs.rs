@@ -210,6 +210,25 @@ impl ProgramSet {
         }
     }
 
+    /// Attaches one more probe after loading (bounded mode, which only
+    /// adopted sessions on kernels without BPF LSM need), or says why not.
+    pub fn attach_probe(&mut self, probe: Probe) -> anyhow::Result<()> {
+        if self.attached(probe) {
+            return Ok(());
+        }
+        let link = self.pin.link_path(probe.program_name());
+        let error = attach(&mut self.ebpf, probe, &link)
+            .err()
+            .map(|e| format!("{e:#}"));
+        self.reports.retain(|r| r.probe != probe);
+        self.reports.push(AttachReport {
+            probe,
+            error,
+            reused: false,
+        });
+        self.require(probe)
+    }
+
     pub fn pin_dir(&self) -> &PinDir {
         &self.pin
     }

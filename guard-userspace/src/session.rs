@@ -5,10 +5,10 @@
 use std::{
     ffi::{CString, OsString},
     os::{unix::ffi::OsStrExt as _, unix::process::CommandExt as _},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, ExitStatus},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicI32, Ordering},
     },
     time::{Duration, SystemTime},
@@ -17,26 +17,13 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    api::{
-        client::{self, DaemonDecider, DaemonUpstream},
-        endpoint,
-        server::Server,
-        wire::{Counts, Op, SessionInfo},
-    },
-    audit::{self, AuditLog},
+    api::wire::{Counts, SessionInfo},
     cgroup::Cgroup,
-    controller::{self, Controller},
-    enforcer::Enforcer,
     events::KernelEvent,
-    freeze::{FreezeOnHold, SessionFreeze},
-    holds::{HoldBroker, HoldObserver, HoldRequest, Outcome},
-    kernel_backends::EventObserver,
-    pin::PinDir,
     policy::Policy,
-    programs::Probe,
     seccomp::{RingRefusal, SessionFilter},
     signal_relay::SignalRelay,
-    terminal::{Decider, LocalDecider, Terminal, TerminalApprover},
+    supervision::Supervision,
     users::{self, Account},
 };
 
@@ -74,6 +61,15 @@ pub struct SessionSummary {
     pub execs: u64,
     pub events: Vec<KernelEvent>,
     pub dropped: u64,
+    /// `guard adopt`: the adopted pid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// `guard adopt`: processes moved into the session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<u64>,
+    /// `guard adopt`: processes moved back out, no longer guarded (on SIGINT/SIGTERM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub released: Option<u64>,
 }
 
 /// Session names become a cgroup and a socket file name.
@@ -93,51 +89,6 @@ pub fn validate_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Counts this session's decisions for the summary, whoever decides them.
-#[derive(Default)]
-struct SessionTally {
-    session: String,
-    counts: Mutex<Counts>,
-}
-
-impl HoldObserver for SessionTally {
-    fn closed(&self, outcome: &Outcome) {
-        if outcome.hold.request.session == self.session {
-            let mut c = self.counts.lock().expect("tally poisoned");
-            if !outcome.by_grant && outcome.hold.id != 0 {
-                c.held += 1;
-            }
-            controller::tally(&mut c, outcome);
-        }
-    }
-    fn reported(&self, request: &HoldRequest) {
-        if request.session == self.session {
-            let mut c = self.counts.lock().expect("tally poisoned");
-            c.seen += 1;
-            match request.verdict.decision {
-                crate::decision::Decision::Deny => c.denied += 1,
-                crate::decision::Decision::Kill => c.killed += 1,
-                _ => {}
-            }
-        }
-    }
-}
-
-/// Who decides this session's holds.
-enum Control {
-    Daemon {
-        socket: PathBuf,
-        upstream: Arc<DaemonUpstream>,
-    },
-    Embedded {
-        controller: Arc<Controller>,
-        socket: PathBuf,
-        /// Started once the session is registered, so whoever finds the
-        /// socket also finds the session.
-        server: Option<Server>,
-    },
-}
-
 /// Runs the session and returns its summary; the caller exits with `exit_code`.
 pub fn run(options: &SessionOptions) -> anyhow::Result<SessionSummary> {
     let Some((program, args)) = options.command.split_first() else {
@@ -146,7 +97,11 @@ pub fn run(options: &SessionOptions) -> anyhow::Result<SessionSummary> {
     let name = options.name.clone().unwrap_or_else(default_session_name);
     validate_name(&name)?;
     let account = users::invoking_account(options.user.as_deref())?;
-    let policy = Arc::new(load_policy(options, &account)?);
+    let policy = Arc::new(load_policy(
+        options.policy.as_deref(),
+        options.workspace.as_deref(),
+        &account.home,
+    )?);
     // Signals are blocked before any thread starts, so only the forwarder sees them.
     let signals = SignalRelay::block()?;
     let cgroup = Cgroup::create(&format!("session-{name}"))?;
@@ -165,13 +120,19 @@ pub fn run(options: &SessionOptions) -> anyhow::Result<SessionSummary> {
     result
 }
 
-fn load_policy(options: &SessionOptions, account: &Account) -> anyhow::Result<Policy> {
-    let policy = match &options.policy {
+/// The session's policy (`--policy`, else the built-in one) for `workspace`
+/// (default: the current directory), `~` meaning `home`.
+pub fn load_policy(
+    policy: Option<&Path>,
+    workspace: Option<&Path>,
+    home: &str,
+) -> anyhow::Result<Policy> {
+    let policy = match policy {
         // Errors name file:line:column and the fix (see docs/policy.md).
         Some(path) => Policy::load(path).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => Policy::embedded_default(),
     };
-    let workspace = match &options.workspace {
+    let workspace = match workspace {
         Some(dir) => dir
             .canonicalize()
             .with_context(|| format!("--workspace {}: no such directory", dir.display()))?,
@@ -179,7 +140,7 @@ fn load_policy(options: &SessionOptions, account: &Account) -> anyhow::Result<Po
     };
     // `~` in rules means the home of the user the agent runs as, not root's.
     Ok(policy
-        .with_home(&account.home)
+        .with_home(home)
         .with_workspace(workspace)
         .with_fresh_counters())
 }
@@ -195,14 +156,6 @@ fn run_in(
     options: &SessionOptions,
     signals: &SignalRelay,
 ) -> anyhow::Result<SessionSummary> {
-    let broker = HoldBroker::new();
-    let tally = Arc::new(SessionTally {
-        session: name.to_owned(),
-        ..Default::default()
-    });
-    broker.observe(tally.clone());
-
-    let daemon_socket = endpoint::daemon_socket(options.socket.as_deref());
     let mut info = SessionInfo {
         name: name.to_owned(),
         cgroup: cgroup.path().to_string_lossy().into_owned(),
@@ -217,76 +170,39 @@ fn run_in(
         started: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         socket: None,
     };
-    let mut control = if endpoint::answers(&daemon_socket) {
-        let upstream = Arc::new(DaemonUpstream::new(daemon_socket.clone()));
-        broker.set_upstream(upstream.clone());
-        Control::Daemon {
-            socket: daemon_socket,
-            upstream,
-        }
-    } else {
-        let audit = AuditLog::open(&audit::resolve_path(options.audit_log.clone()))?;
-        let socket = endpoint::session_socket(&daemon_socket, name);
-        info.socket = Some(socket.to_string_lossy().into_owned());
-        Control::Embedded {
-            controller: Controller::new(broker.clone(), Some(audit)),
-            socket,
-            server: None,
-        }
-    };
-    let socket_shown = match &control {
-        Control::Daemon { socket, .. } | Control::Embedded { socket, .. } => {
-            socket.display().to_string()
-        }
-    };
-
-    let kernel = KernelEnforcement::start(cgroup, name, policy, &broker)?;
+    let mut supervision = Supervision::start(
+        cgroup,
+        &mut info,
+        policy,
+        options.socket.as_deref(),
+        options.audit_log.clone(),
+    )?;
 
     // The prompt observes the broker before the command starts, so even a
     // hold on its very first exec reaches the terminal.
     let agent_pid = Arc::new(AtomicI32::new(0));
-    let freeze = SessionFreeze::new(cgroup.clone());
-    broker.observe(FreezeOnHold::new(name.to_owned(), freeze.clone()));
-    if options.prompt
-        && let Some(terminal) = Terminal::open()
-    {
-        let decider: Arc<dyn Decider> = match &control {
-            Control::Daemon { socket, .. } => Arc::new(DaemonDecider {
-                socket: socket.clone(),
-            }),
-            Control::Embedded { .. } => Arc::new(LocalDecider {
-                broker: broker.clone(),
-                cgroup: cgroup.clone(),
-            }),
-        };
-        let approver = TerminalApprover::start(
-            terminal,
-            name.to_owned(),
-            freeze.clone(),
+    if options.prompt {
+        supervision.start_prompt(
+            cgroup,
             agent_pid.clone(),
-            decider,
             format!("{} (at the session terminal)", account.name),
         )?;
-        broker.observe(approver);
     }
 
     // Registered before the command starts, so its first actions count.
-    register(&control, &info)?;
+    supervision.register(&info)?;
 
     let mut command = Command::new(program);
     command.args(args);
     // With BPF LSM active the kernel hooks hold file and connect calls (the
     // session filter would only ask twice); io_uring, whose file ops run on
     // kernel workers a restart hold cannot stop, is refused instead.
-    let backend = if kernel.lsm_active() {
-        "lsm"
-    } else {
-        "seccomp"
-    };
-    let refusal = kernel.lsm_active().then(RingRefusal::new);
+    let lsm = supervision.lsm_active();
+    let backend = if lsm { "lsm" } else { "seccomp" };
+    let refusal = lsm.then(RingRefusal::new);
     enter_session_as(&mut command, cgroup, account, refusal)?;
     // The seccomp filter goes last: after the cgroup move and the user switch.
-    let pending_filter = if kernel.lsm_active() {
+    let pending_filter = if lsm {
         None
     } else {
         Some(SessionFilter::prepare(&mut command)?)
@@ -299,32 +215,16 @@ fn run_in(
     info.agent_pid = child.id();
 
     // Registered again with the agent's pid; a failure only loses that detail.
-    if let Err(e) = register(&control, &info) {
+    if let Err(e) = supervision.register(&info) {
         log::warn!("updating the session's registration: {e:#}");
     }
-    if let Control::Embedded {
-        controller,
-        socket,
-        server,
-    } = &mut control
-    {
-        // Root-only, like the daemon's: the agent runs as the session's user
-        // and could reach a user-owned socket from outside the cgroup
-        // (systemd-run --user), then approve its own holds.
-        match Server::start(socket, controller.clone(), None) {
-            Ok(started) => *server = Some(started),
-            Err(e) => {
-                let _ = cgroup.kill();
-                let _ = child.wait();
-                return Err(e.context(format!(
-                    "no daemon answers on {} and the session's own socket could not be served",
-                    endpoint::daemon_socket(options.socket.as_deref()).display()
-                )));
-            }
-        }
+    if let Err(e) = supervision.serve() {
+        let _ = cgroup.kill();
+        let _ = child.wait();
+        return Err(e);
     }
     let supervisor = match pending_filter
-        .map(|f| f.start(policy.clone(), broker.clone(), name.to_owned()))
+        .map(|f| f.start(policy.clone(), supervision.broker.clone(), name.to_owned()))
         .transpose()
     {
         Ok(supervisor) => supervisor,
@@ -339,114 +239,19 @@ fn run_in(
     if let Some(supervisor) = supervisor {
         supervisor.stop();
     }
-    let (seen, dropped) = kernel.stop();
-    let (controller_kind, counts) = match control {
-        Control::Daemon { socket, .. } => {
-            if let Err(e) = client::call(
-                &socket,
-                Op::Unregister {
-                    session: name.to_owned(),
-                },
-            ) {
-                log::warn!("unregistering from the daemon: {e}");
-            }
-            ("daemon", *tally.counts.lock().expect("tally poisoned"))
-        }
-        Control::Embedded {
-            controller, server, ..
-        } => {
-            let counts = controller
-                .unregister(name)
-                .map(|e| e.counts)
-                .unwrap_or_default();
-            drop(server);
-            ("embedded", counts)
-        }
-    };
-    let execs = seen
-        .iter()
-        .filter(|e| matches!(e, KernelEvent::Exec { .. }))
-        .count() as u64;
+    let ended = supervision.finish();
     Ok(SessionSummary {
         session: name.to_owned(),
         exit_code: exit_code(status),
-        controller: controller_kind.into(),
+        controller: ended.controller.into(),
         backend: backend.into(),
-        socket: socket_shown,
-        counts,
-        execs,
-        events: seen,
-        dropped,
+        socket: ended.socket,
+        counts: ended.counts,
+        execs: ended.execs,
+        events: ended.events,
+        dropped: ended.dropped,
+        ..Default::default()
     })
-}
-
-/// The kernel side of a session: guard's programs (exec stop everywhere,
-/// the LSM restart hold where BPF LSM is active), the session's kernel
-/// tables compiled from its policy, and the backends deciding held tasks
-/// through `broker`.
-struct KernelEnforcement {
-    enforcer: Enforcer,
-    session: u64,
-    events: Arc<Mutex<Vec<KernelEvent>>>,
-}
-
-impl KernelEnforcement {
-    fn start(
-        cgroup: &Cgroup,
-        name: &str,
-        policy: &Arc<Policy>,
-        broker: &Arc<HoldBroker>,
-    ) -> anyhow::Result<Self> {
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let seen = events.clone();
-        let observer: EventObserver = Arc::new(Mutex::new(move |e: &KernelEvent| {
-            seen.lock().expect("event list poisoned").push(e.clone())
-        }));
-        // Pinned privately: the session's enforcement ends with it.
-        let mut enforcer = Enforcer::start(
-            PinDir::ephemeral()?,
-            cgroup.depth()?,
-            &Probe::ENFORCE,
-            broker.clone(),
-            Some(observer),
-        )?;
-        let session = enforcer.add_policy_session(cgroup, name, policy.clone())?;
-        Ok(Self {
-            enforcer,
-            session,
-            events,
-        })
-    }
-
-    /// Whether BPF LSM holds file and connect calls (else seccomp does).
-    fn lsm_active(&self) -> bool {
-        self.enforcer.lsm_active()
-    }
-
-    /// Takes the session out of enforcement; returns what was seen and the drop count.
-    fn stop(mut self) -> (Vec<KernelEvent>, u64) {
-        let dropped = self
-            .enforcer
-            .drops()
-            .map(|d| d.iter().map(|(_, n)| n).sum())
-            .unwrap_or(0);
-        self.enforcer.remove_session(self.session);
-        drop(self.enforcer);
-        let seen = std::mem::take(&mut *self.events.lock().expect("event list poisoned"));
-        (seen, dropped)
-    }
-}
-
-/// Registers (or updates) the session with whoever decides for it.
-fn register(control: &Control, info: &SessionInfo) -> anyhow::Result<()> {
-    match control {
-        Control::Daemon { socket, upstream } => upstream.register(info.clone()).map_err(|e| {
-            anyhow::anyhow!("registering with the daemon at {}: {e}", socket.display())
-        }),
-        Control::Embedded { controller, .. } => controller
-            .register(info.clone())
-            .map_err(|e| anyhow::anyhow!("{e}")),
-    }
 }
 
 /// Registers the child's first steps after fork: move into the session

@@ -122,6 +122,13 @@ impl Cgroup {
         Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
     }
 
+    /// Whether any process is left in the cgroup or below it (`cgroup.events`).
+    pub fn populated(&self) -> anyhow::Result<bool> {
+        let events = fs::read_to_string(self.path.join("cgroup.events"))
+            .with_context(|| format!("reading cgroup.events in {}", self.path.display()))?;
+        Ok(events.lines().any(|l| l.trim() == "populated 1"))
+    }
+
     /// Freezes (true) or thaws (false) every process in the cgroup at once.
     pub fn set_frozen(&self, frozen: bool) -> anyhow::Result<()> {
         fs::write(

@@ -32,6 +32,18 @@ pub struct JsonFlag {
 pub enum Command {
     /// Run a command (an agent, a shell) inside a guarded session.
     Session(SessionArgs),
+    /// Guard an agent that is already running: move its process tree into a session.
+    #[command(
+        long_about = "Guard an agent that is already running: move PID and all its \
+        descendants into a new session cgroup and watch them like `guard session` does, until \
+        they have all exited. Execs are stopped before they run on every kernel. File and \
+        connect calls are held before they happen where BPF LSM is active; without BPF LSM \
+        guard cannot install its seccomp filter into a running process, so it uses bounded \
+        mode: the first destructive call completes and the process is stopped before its next \
+        one, then approved (it goes on) or denied (it is killed). SIGINT or SIGTERM to guard \
+        adopt releases the processes back to their own cgroups, unguarded. See docs/cli.md."
+    )]
+    Adopt(AdoptArgs),
     /// Check, test and explain policies (see docs/policy.md).
     Policy {
         #[command(subcommand)]
@@ -81,6 +93,31 @@ pub struct SessionArgs {
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct AdoptArgs {
+    /// Session name (default: adopt-PID): letters, digits, '-', '_', '.'.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Policy file (default: the policy built into guard).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// The agent's workspace root (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Audit log when no daemon runs (default: $GUARD_AUDIT_LOG, else /var/log/guard/audit.jsonl).
+    #[arg(long, value_name = "PATH")]
+    pub audit_log: Option<PathBuf>,
+    /// Never prompt on this terminal; holds wait for `guard approve` or time out.
+    #[arg(long)]
+    pub no_prompt: bool,
+    /// Print the end-of-session summary as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The process to adopt, with all its descendants.
+    #[arg(value_parser = clap::value_parser!(u32).range(1..))]
+    pub pid: u32,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 //! integration tests in `tests/` drive the same modules against a real kernel.
 
 pub mod action;
+pub mod adopt;
 pub mod ancestry;
 pub mod api;
 pub mod audit;

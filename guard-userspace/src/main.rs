@@ -10,6 +10,7 @@ fn main() {
     let socket = cli.socket.as_deref();
     let code = match cli.command {
         Command::Session(args) => cmd::session::run(args, socket),
+        Command::Adopt(args) => cmd::adopt::run(args, socket),
         Command::Daemon(args) => cmd::daemon::run(args, socket),
         Command::Holds(args) => cmd::holds::run(args, socket),
         Command::Approve(args) => cmd::approve::run(args, socket),

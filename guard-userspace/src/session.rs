@@ -331,10 +331,20 @@ pub fn print_summary(summary: &SessionSummary, json: bool) {
         return;
     }
     let c = &summary.counts;
-    eprintln!(
-        "guard: session {} ended with status {} ({} controller, {} backend)",
-        summary.session, summary.exit_code, summary.controller, summary.backend
-    );
+    match (summary.pid, summary.adopted) {
+        (Some(pid), Some(adopted)) => eprintln!(
+            "guard: adopted session {} (pid {pid}) ended: {adopted} process(es) adopted, {} \
+             released ({} controller, {} backend)",
+            summary.session,
+            summary.released.unwrap_or(0),
+            summary.controller,
+            summary.backend
+        ),
+        _ => eprintln!(
+            "guard: session {} ended with status {} ({} controller, {} backend)",
+            summary.session, summary.exit_code, summary.controller, summary.backend
+        ),
+    }
     eprintln!(
         "guard: {} exec(s) and {} decision(s) seen; {} held, {} approved ({} by standing \
          grant), {} denied, {} killed, {} timed out; {} event(s) dropped",

@@ -1,6 +1,7 @@
 //! One file per subcommand. Each returns the process exit status: 0 on
 //! success, 1 on any error (printed to stderr, and as JSON on stdout with --json).
 
+pub mod adopt;
 pub mod approve;
 pub mod daemon;
 pub mod deny;

@@ -29,7 +29,8 @@ pub struct HoldRequest {
     pub pid: u32,
     pub action: Action,
     pub verdict: Verdict,
-    /// Which mechanism holds the process: "lsm", "exec-stop", "seccomp".
+    /// Which mechanism holds the process: "lsm", "exec-stop", "seccomp",
+    /// "bounded" (the call already completed).
     pub backend: &'static str,
 }
 
@@ -51,6 +52,7 @@ impl<'de> Deserialize<'de> for HoldRequest {
             "lsm" => "lsm",
             "exec-stop" => "exec-stop",
             "seccomp" => "seccomp",
+            "bounded" => "bounded",
             _ => "other",
         };
         Ok(Self {

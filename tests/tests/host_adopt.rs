@@ -7,6 +7,7 @@
 //! be adopted is refused. The VM tier's BPF LSM case is vm_adopt.rs.
 
 use std::{
+    io::Read as _,
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -18,7 +19,8 @@ use guard_tests::{
 };
 use serde_json::Value;
 
-const WAIT: Duration = Duration::from_secs(30);
+/// Generous: under TCG (the VM tier) guard adopt takes seconds to load its programs.
+const WAIT: Duration = Duration::from_secs(90);
 
 /// A cgroup outside guard's slice for the agent to start in, so a release
 /// can be seen going back to it (and not to a fallback). Killed and removed
@@ -73,7 +75,10 @@ impl Drop for HomeCgroup {
 
 /// A policy asking before `paths` are deleted.
 fn ask_policy(dir: &TempDir, paths: &[&Path]) -> PathBuf {
-    let list: Vec<String> = paths.iter().map(|p| format!("\"{}\"", p.display())).collect();
+    let list: Vec<String> = paths
+        .iter()
+        .map(|p| format!("\"{}\"", p.display()))
+        .collect();
     let policy = dir.join("policy.yaml");
     std::fs::write(
         &policy,
@@ -124,6 +129,45 @@ fn state(pid: u32) -> char {
         .unwrap_or('?')
 }
 
+/// Waits for `check`, failing at once with guard adopt's output if it exits first.
+fn while_adopting(adopt: &mut Reaped, what: &str, mut check: impl FnMut() -> bool) {
+    wait_until(WAIT, what, || {
+        if check() {
+            return true;
+        }
+        if let Ok(Some(_)) = adopt.try_wait() {
+            let mut out = String::new();
+            for stream in [
+                adopt
+                    .stdout
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn std::io::Read>),
+                adopt
+                    .stderr
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn std::io::Read>),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let mut stream = stream;
+                let _ = stream.read_to_string(&mut out);
+            }
+            panic!("guard adopt exited while waiting for {what}: {out}");
+        }
+        false
+    });
+}
+
+/// A fifo the agent blocks on (`read x < go`) until the test writes to it.
+fn go_fifo(dir: &TempDir) -> PathBuf {
+    let go = dir.join("go");
+    let path = std::ffi::CString::new(go.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    go
+}
+
 fn read_pid(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -136,7 +180,9 @@ fn finish(adopt: Reaped, what: &str) -> Output {
         done = matches!(child.try_wait(), Ok(Some(_)));
         done
     });
-    child.wait_with_output().expect("collecting guard adopt's output")
+    child
+        .wait_with_output()
+        .expect("collecting guard adopt's output")
 }
 
 fn text(out: &Output) -> String {
@@ -180,22 +226,23 @@ fn bounded_mode_lets_the_first_unlink_complete_then_approve_continues_and_deny_k
     }
     let policy = ask_policy(&dir, &[&a, &b]);
     let home = HomeCgroup::new("bounded");
-    let mut agent = home.spawn(
-        &dir,
-        "while [ ! -e go ]; do sleep 0.05; done; rm -f a b; echo rm=$? > out",
-    );
+    let go = go_fifo(&dir);
+    let mut agent = home.spawn(&dir, "read x < go; rm -f a b; echo rm=$? > out");
     let pid = agent.id();
     let name = format!("bounded-{pid}");
-    let adopt = adopt(
+    let mut adopt = adopt(
         &dir,
         pid,
         &["--name", &name, "--policy", policy.to_str().unwrap()],
     );
-    wait_until(WAIT, "the agent to move into the session", || {
+    while_adopting(&mut adopt, "the agent to move into the session", || {
         cgroup_of(pid) == session_cgroup(&name)
     });
     // `guard sessions` lists it (embedded controller, no daemon).
-    let out = guard_cli(&dir).args(["sessions", "--json"]).output().unwrap();
+    let out = guard_cli(&dir)
+        .args(["sessions", "--json"])
+        .output()
+        .unwrap();
     let sessions: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
     assert!(
         sessions
@@ -205,7 +252,7 @@ fn bounded_mode_lets_the_first_unlink_complete_then_approve_continues_and_deny_k
         text(&out)
     );
 
-    std::fs::write(dir.join("go"), "").unwrap();
+    std::fs::write(&go, "go\n").unwrap();
     let hold_on = |path: &Path| {
         let mut found = None;
         wait_until(WAIT, &format!("a hold on {}", path.display()), || {
@@ -259,20 +306,23 @@ fn descendants_move_too_and_adopt_ends_when_the_tree_exits() {
     require_root();
     let dir = TempDir::new("adopt-tree");
     let home = HomeCgroup::new("tree");
+    let go = go_fifo(&dir);
     let mut agent = home.spawn(
         &dir,
-        "sleep 300 & echo $! > child; while [ ! -e go ]; do sleep 0.05; done; kill $!; wait",
+        "sleep 300 & echo $! > child; read x < go; kill $!; wait",
     );
     let pid = agent.id();
     let child_file = dir.join("child");
-    wait_until(WAIT, "the agent's child", || read_pid(&child_file).is_some());
+    wait_until(WAIT, "the agent's child", || {
+        read_pid(&child_file).is_some()
+    });
     let child = read_pid(&child_file).unwrap();
     let name = format!("tree-{pid}");
-    let adopt = adopt(&dir, pid, &["--name", &name]);
-    wait_until(WAIT, "the agent and its child to move", || {
+    let mut adopt = adopt(&dir, pid, &["--name", &name]);
+    while_adopting(&mut adopt, "the agent and its child to move", || {
         cgroup_of(pid) == session_cgroup(&name) && cgroup_of(child) == session_cgroup(&name)
     });
-    std::fs::write(dir.join("go"), "").unwrap();
+    std::fs::write(&go, "go\n").unwrap();
     agent.wait().unwrap();
     let out = finish(adopt, "guard adopt to end with the tree");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -290,12 +340,13 @@ fn sigterm_releases_the_tree_to_its_own_cgroup_and_says_so() {
     require_root();
     let dir = TempDir::new("adopt-release");
     let home = HomeCgroup::new("release");
-    let agent = home.spawn(&dir, "while [ ! -e go ]; do sleep 0.05; done");
+    let go = go_fifo(&dir);
+    let agent = home.spawn(&dir, "read x < go");
     let pid = agent.id();
     assert_eq!(cgroup_of(pid), home.relative());
     let name = format!("release-{pid}");
-    let adopt = adopt(&dir, pid, &["--name", &name]);
-    wait_until(WAIT, "the agent to move into the session", || {
+    let mut adopt = adopt(&dir, pid, &["--name", &name]);
+    while_adopting(&mut adopt, "the agent to move into the session", || {
         cgroup_of(pid) == session_cgroup(&name)
     });
 
@@ -334,7 +385,7 @@ fn sigterm_releases_the_tree_to_its_own_cgroup_and_says_so() {
         "released to the cgroup it came from"
     );
     assert_ne!(state(pid), 'T', "a released process is not left stopped");
-    std::fs::write(dir.join("go"), "").unwrap();
+    std::fs::write(&go, "go\n").unwrap();
     let mut agent = agent;
     assert!(agent.wait().unwrap().success(), "the released agent ran on");
 }
@@ -384,6 +435,11 @@ fn refuses_init_missing_pids_its_own_parent_and_garbage() {
             .args(["adopt", "--no-prompt", garbage])
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(2), "adopt {garbage}: {}", text(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "adopt {garbage}: {}",
+            text(&out)
+        );
     }
 }

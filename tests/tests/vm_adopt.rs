@@ -81,7 +81,14 @@ fn an_adopted_unlink_is_held_before_it_happens_under_bpf_lsm() {
     let name = format!("vm-adopt-{pid}");
     let adopt = Reaped(
         guard_cli(&dir)
-            .args(["adopt", "--no-prompt", "--json", "--name", &name, "--policy"])
+            .args([
+                "adopt",
+                "--no-prompt",
+                "--json",
+                "--name",
+                &name,
+                "--policy",
+            ])
             .arg(&policy)
             .arg(pid.to_string())
             .stdin(Stdio::null())
@@ -133,8 +140,8 @@ fn an_adopted_unlink_is_held_before_it_happens_under_bpf_lsm() {
     });
     let out = adopt.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let summary: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("summary ({e}): {out:?}"));
+    let summary: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("summary ({e}): {out:?}"));
     assert_eq!(summary["backend"], "lsm", "{summary}");
     assert_eq!(summary["counts"]["approved"], 1, "{summary}");
     assert_eq!(summary["counts"]["denied"], 1, "{summary}");

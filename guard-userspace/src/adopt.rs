@@ -329,8 +329,13 @@ impl AdoptedTree {
         for _ in 0..MAX_PASSES {
             let members = descendants(root, &process_table());
             if members.is_empty() {
-                tree.release(cgroup);
-                bail!("pid {root} exited before it could be adopted");
+                // Exited after it moved: what it left is inside already.
+                if tree.moved.contains_key(&root) {
+                    return Ok(tree);
+                }
+                let n = tree.release(cgroup);
+                announce_release(n);
+                bail!("pid {root} exited before it could be adopted (nothing left to guard)");
             }
             let mut outside = 0;
             for pid in members {

@@ -216,6 +216,12 @@ fn guard_tree(
         ("bounded", Some(decider))
     };
     supervision.register(&info)?;
+    // Served before anything moves in, so a hold on the first moved
+    // process can already be listed and answered.
+    if let Err(e) = supervision.serve() {
+        end(supervision, bounded);
+        return Err(e);
+    }
     let tree = match AdoptedTree::adopt(target.pid, cgroup) {
         Ok(tree) => tree,
         Err(e) => {
@@ -223,12 +229,6 @@ fn guard_tree(
             return Err(e);
         }
     };
-    if let Err(e) = supervision.serve() {
-        let released = tree.release(cgroup);
-        end(supervision, bounded);
-        announce_release(released);
-        return Err(e);
-    }
     if !options.json {
         eprintln!(
             "guard: adopted {} process(es) of pid {} into session {name} ({backend} backend{}); \

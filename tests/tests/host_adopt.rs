@@ -239,19 +239,19 @@ fn bounded_mode_lets_the_first_unlink_complete_then_approve_continues_and_deny_k
         cgroup_of(pid) == session_cgroup(&name)
     });
     // `guard sessions` lists it (embedded controller, no daemon).
-    let out = guard_cli(&dir)
-        .args(["sessions", "--json"])
-        .output()
-        .unwrap();
-    let sessions: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    assert!(
+    let mut listed = String::new();
+    wait_until(WAIT, "guard sessions to list the adopted session", || {
+        let out = guard_cli(&dir)
+            .args(["sessions", "--json"])
+            .output()
+            .unwrap();
+        listed = text(&out);
+        let sessions: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
         sessions
             .iter()
-            .any(|s| s["name"] == name.as_str() && s["agent_pid"] == pid),
-        "guard sessions: {}",
-        text(&out)
-    );
-
+            .any(|s| s["name"] == name.as_str() && s["agent_pid"] == pid)
+    });
+    assert!(listed.contains(&name), "{listed}");
     std::fs::write(&go, "go\n").unwrap();
     let hold_on = |path: &Path| {
         let mut found = None;

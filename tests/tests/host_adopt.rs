@@ -73,6 +73,37 @@ impl Drop for HomeCgroup {
     }
 }
 
+/// The session cgroup of `name`, killed and removed on drop: a failing test
+/// SIGKILLs guard adopt, which then cannot remove it. Declare it before the
+/// adopt process so it drops after it.
+struct SessionCleanup(PathBuf);
+
+impl SessionCleanup {
+    fn new(name: &str) -> Self {
+        Self(
+            guard::cgroup::cgroup2_mount()
+                .expect("finding the cgroup2 mount")
+                .join(guard::cgroup::SLICE)
+                .join(format!("session-{name}")),
+        )
+    }
+}
+
+impl Drop for SessionCleanup {
+    fn drop(&mut self) {
+        if !self.0.exists() {
+            return;
+        }
+        let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// A policy asking before `paths` are deleted.
 fn ask_policy(dir: &TempDir, paths: &[&Path]) -> PathBuf {
     let list: Vec<String> = paths
@@ -230,6 +261,7 @@ fn bounded_mode_lets_the_first_unlink_complete_then_approve_continues_and_deny_k
     let mut agent = home.spawn(&dir, "read x < go; rm -f a b; echo rm=$? > out");
     let pid = agent.id();
     let name = format!("bounded-{pid}");
+    let _cleanup = SessionCleanup::new(&name);
     let mut adopt = adopt(
         &dir,
         pid,
@@ -318,6 +350,7 @@ fn descendants_move_too_and_adopt_ends_when_the_tree_exits() {
     });
     let child = read_pid(&child_file).unwrap();
     let name = format!("tree-{pid}");
+    let _cleanup = SessionCleanup::new(&name);
     let mut adopt = adopt(&dir, pid, &["--name", &name]);
     while_adopting(&mut adopt, "the agent and its child to move", || {
         cgroup_of(pid) == session_cgroup(&name) && cgroup_of(child) == session_cgroup(&name)
@@ -345,6 +378,7 @@ fn sigterm_releases_the_tree_to_its_own_cgroup_and_says_so() {
     let pid = agent.id();
     assert_eq!(cgroup_of(pid), home.relative());
     let name = format!("release-{pid}");
+    let _cleanup = SessionCleanup::new(&name);
     let mut adopt = adopt(&dir, pid, &["--name", &name]);
     while_adopting(&mut adopt, "the agent to move into the session", || {
         cgroup_of(pid) == session_cgroup(&name)

@@ -144,8 +144,17 @@ impl Cgroup {
             .with_context(|| format!("writing cgroup.kill in {}", self.path.display()))
     }
 
-    /// Removes the directory; the kernel refuses while processes remain.
+    /// Removes the directory and the cgroups below it (an exec stop's
+    /// guard-hold cell left by a hold that ended as the session did), deepest
+    /// first; the kernel refuses while processes remain.
     pub fn remove(&self) -> anyhow::Result<()> {
+        if let Ok(entries) = fs::read_dir(&self.path) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    Cgroup::open(entry.path()).remove()?;
+                }
+            }
+        }
         fs::remove_dir(&self.path).with_context(|| format!("removing {}", self.path.display()))
     }
 }

@@ -272,3 +272,21 @@ fn sigcont_from_the_session_does_not_release_an_exec_stop() {
     assert_eq!(status.code(), Some(137), "stderr: {stderr}");
     assert!(!marker.exists(), "denied terraform must never run");
 }
+
+/// A hold's frozen guard-hold cell still inside a session when it ends
+/// (the hold ended as the session did) does not keep the session's cgroup
+/// from being removed.
+#[test]
+fn a_session_cgroup_goes_with_a_leftover_guard_hold_cell() {
+    require_root();
+    let cg = guard_tests::TestCgroup::new("hold-cell");
+    let cell = guard::cgroup::Cgroup::open(cg.cgroup.path().join("guard-hold-1"));
+    std::fs::create_dir(cell.path()).unwrap();
+    cell.set_frozen(true).unwrap();
+    let session = cg.cgroup.path().to_path_buf();
+    cg.cgroup
+        .remove()
+        .expect("removing the session and its cell");
+    assert!(!session.exists());
+    drop(cg);
+}

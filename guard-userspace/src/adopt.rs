@@ -15,19 +15,19 @@ use std::{
     fs, io,
     path::{Path, PathBuf},
     sync::{Arc, atomic::AtomicI32},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
 
 use crate::{
     ancestry,
-    api::{peer::in_guard_slice, wire::SessionInfo},
+    api::peer::in_guard_slice,
     bounded::BoundedDecider,
     cgroup::{self, Cgroup},
     holds::Resolution,
     session::{self, SessionSummary},
-    supervision::{Ended, Supervision},
+    supervision::{Ended, Supervision, session_info},
     users,
 };
 
@@ -170,17 +170,7 @@ fn guard_tree(
     options: &AdoptOptions,
     interrupts: &Interrupts,
 ) -> anyhow::Result<SessionSummary> {
-    let mut info = SessionInfo {
-        name: name.to_owned(),
-        cgroup: cgroup.path().to_string_lossy().into_owned(),
-        cgroup_id: cgroup.id()?,
-        supervisor_pid: std::process::id(),
-        agent_pid: target.pid,
-        uid: target.uid,
-        command: target.command.clone(),
-        started: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        socket: None,
-    };
+    let mut info = session_info(cgroup, name, target.pid, target.uid, target.command.clone())?;
     let mut supervision = Supervision::start(
         cgroup,
         &mut info,

@@ -11,19 +11,19 @@ use std::{
         Arc,
         atomic::{AtomicI32, Ordering},
     },
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
 
 use crate::{
-    api::wire::{Counts, SessionInfo},
+    api::wire::Counts,
     cgroup::Cgroup,
     events::KernelEvent,
     policy::Policy,
     seccomp::{RingRefusal, SessionFilter},
     signal_relay::SignalRelay,
-    supervision::Supervision,
+    supervision::{Supervision, session_info},
     users::{self, Account},
 };
 
@@ -156,20 +156,16 @@ fn run_in(
     options: &SessionOptions,
     signals: &SignalRelay,
 ) -> anyhow::Result<SessionSummary> {
-    let mut info = SessionInfo {
-        name: name.to_owned(),
-        cgroup: cgroup.path().to_string_lossy().into_owned(),
-        cgroup_id: cgroup.id()?,
-        supervisor_pid: std::process::id(),
-        agent_pid: 0,
-        uid: account.uid,
-        command: std::iter::once(program)
+    let mut info = session_info(
+        cgroup,
+        name,
+        0,
+        account.uid,
+        std::iter::once(program)
             .chain(args)
             .map(|a| a.to_string_lossy().into_owned())
             .collect(),
-        started: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        socket: None,
-    };
+    )?;
     let mut supervision = Supervision::start(
         cgroup,
         &mut info,

@@ -31,6 +31,28 @@ use crate::{
     terminal::{Decider, LocalDecider, Terminal, TerminalApprover},
 };
 
+/// How a session registers itself: `cgroup` named `name`, started now by
+/// this process for `uid`, running `command` (`agent_pid` 0 until known).
+pub fn session_info(
+    cgroup: &Cgroup,
+    name: &str,
+    agent_pid: u32,
+    uid: u32,
+    command: Vec<String>,
+) -> anyhow::Result<SessionInfo> {
+    Ok(SessionInfo {
+        name: name.to_owned(),
+        cgroup: cgroup.path().to_string_lossy().into_owned(),
+        cgroup_id: cgroup.id()?,
+        supervisor_pid: std::process::id(),
+        agent_pid,
+        uid,
+        command,
+        started: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        socket: None,
+    })
+}
+
 /// Counts this session's decisions for the summary, whoever decides them.
 #[derive(Default)]
 struct SessionTally {

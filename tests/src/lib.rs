@@ -5,7 +5,7 @@
 //! `GUARD_TEST_TIER=vm`.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command},
     time::{Duration, Instant},
 };
@@ -361,24 +361,46 @@ pub fn wait_for_hold(
 
 /// Waits for a piped child and returns its exit code and stdout then stderr.
 pub fn child_output(mut child: Child) -> (i32, String) {
-    use std::io::Read as _;
     let status = child.wait().unwrap();
+    (status.code().unwrap_or(-1), take_output(&mut child))
+}
+
+/// What an exited piped child wrote: its stdout, then its stderr.
+pub fn take_output(child: &mut Child) -> String {
+    use std::io::Read as _;
     let mut text = String::new();
-    for stream in [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let mut stream = stream;
-        stream.read_to_string(&mut text).unwrap();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_string(&mut text);
     }
-    (status.code().unwrap_or(-1), text)
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut text);
+    }
+    text
+}
+
+/// A policy file in `dir` whose one rule (`id`, saying `reason`) asks a
+/// person before any of `paths` is deleted; held asks time out after 5 m.
+pub fn ask_before_unlink_policy(dir: &TempDir, id: &str, reason: &str, paths: &[&Path]) -> PathBuf {
+    let list: Vec<String> = paths
+        .iter()
+        .map(|p| format!("\"{}\"", p.display()))
+        .collect();
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version: 1\n\
+             ask:\n  timeout: 5m\n  on_timeout: deny\n\
+             files:\n\
+             \x20 - id: {id}\n\
+             \x20   paths: [{}]\n\
+             \x20   ops: [unlink]\n\
+             \x20   where: any\n\
+             \x20   decision: ask\n\
+             \x20   reason: {reason}\n",
+            list.join(", ")
+        ),
+    )
+    .unwrap();
+    policy
 }

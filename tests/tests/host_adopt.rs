@@ -7,7 +7,6 @@
 //! be adopted is refused. The VM tier's BPF LSM case is vm_adopt.rs.
 
 use std::{
-    io::Read as _,
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -15,7 +14,8 @@ use std::{
 };
 
 use guard_tests::{
-    Reaped, TempDir, guard_cli, in_vm_tier, pending_holds, report_skip, require_root, wait_until,
+    Reaped, TempDir, ask_before_unlink_policy, guard_cli, in_vm_tier, pending_holds, report_skip,
+    require_root, take_output, wait_until,
 };
 use serde_json::Value;
 
@@ -104,32 +104,6 @@ impl Drop for SessionCleanup {
     }
 }
 
-/// A policy asking before `paths` are deleted.
-fn ask_policy(dir: &TempDir, paths: &[&Path]) -> PathBuf {
-    let list: Vec<String> = paths
-        .iter()
-        .map(|p| format!("\"{}\"", p.display()))
-        .collect();
-    let policy = dir.join("policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
-            "version: 1\n\
-             ask:\n  timeout: 5m\n  on_timeout: deny\n\
-             files:\n\
-             \x20 - id: files.adopt-test\n\
-             \x20   paths: [{}]\n\
-             \x20   ops: [unlink]\n\
-             \x20   where: any\n\
-             \x20   decision: ask\n\
-             \x20   reason: a file the test protects\n",
-            list.join(", ")
-        ),
-    )
-    .unwrap();
-    policy
-}
-
 /// `guard adopt --no-prompt --json [extra] PID`, output piped.
 fn adopt(dir: &TempDir, pid: u32, extra: &[&str]) -> Reaped {
     let mut command = guard_cli(dir);
@@ -167,23 +141,7 @@ fn while_adopting(adopt: &mut Reaped, what: &str, mut check: impl FnMut() -> boo
             return true;
         }
         if let Ok(Some(_)) = adopt.try_wait() {
-            let mut out = String::new();
-            for stream in [
-                adopt
-                    .stdout
-                    .take()
-                    .map(|s| Box::new(s) as Box<dyn std::io::Read>),
-                adopt
-                    .stderr
-                    .take()
-                    .map(|s| Box::new(s) as Box<dyn std::io::Read>),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                let mut stream = stream;
-                let _ = stream.read_to_string(&mut out);
-            }
+            let out = take_output(adopt);
             panic!("guard adopt exited while waiting for {what}: {out}");
         }
         false
@@ -255,7 +213,12 @@ fn bounded_mode_lets_the_first_unlink_complete_then_approve_continues_and_deny_k
     for f in [&a, &b] {
         std::fs::write(f, "x").unwrap();
     }
-    let policy = ask_policy(&dir, &[&a, &b]);
+    let policy = ask_before_unlink_policy(
+        &dir,
+        "files.adopt-test",
+        "a file the test protects",
+        &[&a, &b],
+    );
     let home = HomeCgroup::new("bounded");
     let go = go_fifo(&dir);
     let mut agent = home.spawn(&dir, "read x < go; rm -f a b; echo rm=$? > out");

@@ -12,7 +12,8 @@ use std::{
 };
 
 use guard_tests::{
-    Reaped, TempDir, guard_cli, in_vm_tier, pending_holds, report_skip, require_root, wait_until,
+    Reaped, TempDir, ask_before_unlink_policy, guard_cli, in_vm_tier, pending_holds, report_skip,
+    require_root, wait_until,
 };
 use serde_json::Value;
 
@@ -41,24 +42,12 @@ fn an_adopted_unlink_is_held_before_it_happens_under_bpf_lsm() {
     for f in [&a, &b] {
         std::fs::write(f, "x").unwrap();
     }
-    let policy = dir.join("policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
-            "version: 1\n\
-             ask:\n  timeout: 5m\n  on_timeout: deny\n\
-             files:\n\
-             \x20 - id: files.adopt-test\n\
-             \x20   paths: [\"{}\", \"{}\"]\n\
-             \x20   ops: [unlink]\n\
-             \x20   where: any\n\
-             \x20   decision: ask\n\
-             \x20   reason: a file the test protects\n",
-            a.display(),
-            b.display()
-        ),
-    )
-    .unwrap();
+    let policy = ask_before_unlink_policy(
+        &dir,
+        "files.adopt-test",
+        "a file the test protects",
+        &[&a, &b],
+    );
     // The agent blocks on a fifo until the test lets it go: no polling.
     let go = dir.join("go");
     let fifo = CString::new(go.to_str().unwrap()).unwrap();

@@ -21,7 +21,9 @@ use guard::{
     audit::{self, AuditRecord},
     cgroup::Cgroup,
 };
-use guard_tests::{Reaped, TempDir, guard_cli, in_vm_tier, pending_holds, require_root};
+use guard_tests::{
+    Reaped, TempDir, ask_before_unlink_policy, guard_cli, in_vm_tier, pending_holds, require_root,
+};
 use serde_json::Value;
 
 /// Starting a session in the VM verifies the LSM programs under TCG: slow.
@@ -47,23 +49,8 @@ impl Stage {
         std::fs::create_dir_all(root.join("ws")).unwrap();
         let db = root.join("prod/keep.db");
         std::fs::write(&db, b"rows").unwrap();
-        let policy = root.join("policy.yaml");
-        std::fs::write(
-            &policy,
-            format!(
-                "version: 1\n\
-                 ask:\n  timeout: 5m\n  on_timeout: deny\n\
-                 files:\n\
-                 \x20 - id: files.keep-db\n\
-                 \x20   paths: [\"{}\"]\n\
-                 \x20   ops: [unlink]\n\
-                 \x20   where: any\n\
-                 \x20   decision: ask\n\
-                 \x20   reason: the production database\n",
-                db.display()
-            ),
-        )
-        .unwrap();
+        let policy =
+            ask_before_unlink_policy(&dir, "files.keep-db", "the production database", &[&db]);
         Self { dir, db, policy }
     }
 

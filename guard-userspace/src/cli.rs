@@ -67,39 +67,9 @@ pub enum Command {
     Doctor(JsonFlag),
 }
 
+/// What `guard session` and `guard adopt` both take.
 #[derive(Debug, Args)]
-pub struct SessionArgs {
-    /// Session name (default: pid and a random suffix): letters, digits, '-', '_', '.'.
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Policy file (default: the policy built into guard).
-    #[arg(long, value_name = "FILE")]
-    pub policy: Option<PathBuf>,
-    /// The agent's workspace root (default: the current directory).
-    #[arg(long, value_name = "DIR")]
-    pub workspace: Option<PathBuf>,
-    /// Run CMD as this user (name or uid); default: the sudo caller, else yourself.
-    #[arg(long, value_name = "USER")]
-    pub user: Option<String>,
-    /// Audit log when no daemon runs (default: $GUARD_AUDIT_LOG, else /var/log/guard/audit.jsonl).
-    #[arg(long, value_name = "PATH")]
-    pub audit_log: Option<PathBuf>,
-    /// Never prompt on the terminal; holds wait for `guard approve` or time out.
-    #[arg(long)]
-    pub no_prompt: bool,
-    /// Print the end-of-session summary as one JSON object on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// The command to run, after `--`.
-    #[arg(last = true, required = true, value_name = "CMD")]
-    pub command: Vec<OsString>,
-}
-
-#[derive(Debug, Args)]
-pub struct AdoptArgs {
-    /// Session name (default: adopt-PID): letters, digits, '-', '_', '.'.
-    #[arg(long)]
-    pub name: Option<String>,
+pub struct SupervisionArgs {
     /// Policy file (default: the policy built into guard).
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
@@ -115,6 +85,30 @@ pub struct AdoptArgs {
     /// Print the end-of-session summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    /// Session name (default: pid and a random suffix): letters, digits, '-', '_', '.'.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Run CMD as this user (name or uid); default: the sudo caller, else yourself.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    #[command(flatten)]
+    pub common: SupervisionArgs,
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct AdoptArgs {
+    /// Session name (default: adopt-PID): letters, digits, '-', '_', '.'.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub common: SupervisionArgs,
     /// The process to adopt, with all its descendants.
     #[arg(value_parser = clap::value_parser!(u32).range(1..))]
     pub pid: u32,

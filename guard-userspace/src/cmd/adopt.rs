@@ -12,12 +12,12 @@ pub fn run(args: AdoptArgs, socket: Option<&Path>) -> i32 {
     let options = AdoptOptions {
         pid: args.pid,
         name: args.name,
-        json: args.json,
-        policy: args.policy,
-        workspace: args.workspace,
+        json: args.common.json,
+        policy: args.common.policy,
+        workspace: args.common.workspace,
         socket: socket.map(Path::to_path_buf),
-        audit_log: args.audit_log,
-        prompt: !args.no_prompt,
+        audit_log: args.common.audit_log,
+        prompt: !args.common.no_prompt,
     };
     match adopt::run(&options) {
         Ok(summary) => {

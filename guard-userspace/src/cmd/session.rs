@@ -11,13 +11,13 @@ pub fn run(args: SessionArgs, socket: Option<&Path>) -> i32 {
     let options = SessionOptions {
         name: args.name,
         command: args.command,
-        json: args.json,
-        policy: args.policy,
-        workspace: args.workspace,
+        json: args.common.json,
+        policy: args.common.policy,
+        workspace: args.common.workspace,
         user: args.user,
         socket: socket.map(Path::to_path_buf),
-        audit_log: args.audit_log,
-        prompt: !args.no_prompt,
+        audit_log: args.common.audit_log,
+        prompt: !args.common.no_prompt,
     };
     match session::run(&options) {
         Ok(summary) => {

@@ -13,7 +13,7 @@
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     fs, io,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{Arc, atomic::AtomicI32},
     time::Duration,
 };
@@ -27,7 +27,7 @@ use crate::{
     cgroup::{self, Cgroup},
     holds::Resolution,
     session::{self, SessionSummary},
-    supervision::{Ended, Supervision, session_info},
+    supervision::{Ended, Supervision, SupervisionOptions, session_info},
     users,
 };
 
@@ -36,15 +36,7 @@ use crate::{
 pub struct AdoptOptions {
     pub pid: u32,
     pub name: Option<String>,
-    pub json: bool,
-    pub policy: Option<PathBuf>,
-    pub workspace: Option<PathBuf>,
-    /// The daemon socket to look for (default GUARD_SOCKET or /run/guard/guard.sock).
-    pub socket: Option<PathBuf>,
-    /// Audit log of the embedded controller (ignored when a daemon decides).
-    pub audit_log: Option<PathBuf>,
-    /// Ask on guard adopt's terminal when it has one.
-    pub prompt: bool,
+    pub common: SupervisionOptions,
 }
 
 /// Passes over the tree before giving up on a tree that keeps forking
@@ -74,8 +66,8 @@ pub fn run(options: &AdoptOptions) -> anyhow::Result<SessionSummary> {
         .map(|a| a.home)
         .unwrap_or_else(|| "/root".into());
     let policy = Arc::new(session::load_policy(
-        options.policy.as_deref(),
-        options.workspace.as_deref(),
+        options.common.policy.as_deref(),
+        options.common.workspace.as_deref(),
         &home,
     )?);
     // Before any thread starts, so only the wait loop below sees them.
@@ -175,10 +167,10 @@ fn guard_tree(
         cgroup,
         &mut info,
         policy,
-        options.socket.as_deref(),
-        options.audit_log.clone(),
+        options.common.socket.as_deref(),
+        options.common.audit_log.clone(),
     )?;
-    if options.prompt {
+    if options.common.prompt {
         supervision.start_prompt(
             cgroup,
             Arc::new(AtomicI32::new(target.pid as i32)),
@@ -219,7 +211,7 @@ fn guard_tree(
             return Err(e);
         }
     };
-    if !options.json {
+    if !options.common.json {
         eprintln!(
             "guard: adopted {} process(es) of pid {} into session {name} ({backend} backend{}); \
              waiting for them to exit, ^C or SIGTERM releases them",

@@ -5,7 +5,7 @@
 use std::{
     ffi::{CString, OsString},
     os::{unix::ffi::OsStrExt as _, unix::process::CommandExt as _},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, ExitStatus},
     sync::{
         Arc,
@@ -23,7 +23,7 @@ use crate::{
     policy::Policy,
     seccomp::{RingRefusal, SessionFilter},
     signal_relay::SignalRelay,
-    supervision::{Supervision, session_info},
+    supervision::{Supervision, SupervisionOptions, session_info},
     users::{self, Account},
 };
 
@@ -32,17 +32,9 @@ use crate::{
 pub struct SessionOptions {
     pub name: Option<String>,
     pub command: Vec<OsString>,
-    pub json: bool,
-    pub policy: Option<PathBuf>,
-    pub workspace: Option<PathBuf>,
     /// Run CMD as this user (name or uid) instead of the sudo caller.
     pub user: Option<String>,
-    /// The daemon socket to look for (default GUARD_SOCKET or /run/guard/guard.sock).
-    pub socket: Option<PathBuf>,
-    /// Audit log of the embedded controller (ignored when a daemon decides).
-    pub audit_log: Option<PathBuf>,
-    /// Ask on the terminal when one is attached (default on).
-    pub prompt: bool,
+    pub common: SupervisionOptions,
 }
 
 /// What a finished session saw.
@@ -98,8 +90,8 @@ pub fn run(options: &SessionOptions) -> anyhow::Result<SessionSummary> {
     validate_name(&name)?;
     let account = users::invoking_account(options.user.as_deref())?;
     let policy = Arc::new(load_policy(
-        options.policy.as_deref(),
-        options.workspace.as_deref(),
+        options.common.policy.as_deref(),
+        options.common.workspace.as_deref(),
         &account.home,
     )?);
     // Signals are blocked before any thread starts, so only the forwarder sees them.
@@ -170,14 +162,14 @@ fn run_in(
         cgroup,
         &mut info,
         policy,
-        options.socket.as_deref(),
-        options.audit_log.clone(),
+        options.common.socket.as_deref(),
+        options.common.audit_log.clone(),
     )?;
 
     // The prompt observes the broker before the command starts, so even a
     // hold on its very first exec reaches the terminal.
     let agent_pid = Arc::new(AtomicI32::new(0));
-    if options.prompt {
+    if options.common.prompt {
         supervision.start_prompt(
             cgroup,
             agent_pid.clone(),

@@ -31,6 +31,21 @@ use crate::{
     terminal::{Decider, LocalDecider, Terminal, TerminalApprover},
 };
 
+/// What a supervised session is told, whether launched or adopted.
+#[derive(Debug, Clone, Default)]
+pub struct SupervisionOptions {
+    /// Print the summary (and errors) as JSON on stdout.
+    pub json: bool,
+    pub policy: Option<PathBuf>,
+    pub workspace: Option<PathBuf>,
+    /// The daemon socket to look for (default GUARD_SOCKET or /run/guard/guard.sock).
+    pub socket: Option<PathBuf>,
+    /// Audit log of the embedded controller (ignored when a daemon decides).
+    pub audit_log: Option<PathBuf>,
+    /// Ask on guard's terminal when it has one (default on).
+    pub prompt: bool,
+}
+
 /// How a session registers itself: `cgroup` named `name`, started now by
 /// this process for `uid`, running `command` (`agent_pid` 0 until known).
 pub fn session_info(

@@ -22,10 +22,37 @@ use crate::{
         endpoint::{self, Target},
         wire::Op,
     },
+    cli::SupervisionArgs,
     holds::Hold,
+    session::SessionSummary,
+    supervision::SupervisionOptions,
 };
 
 /// Prints an error the way every subcommand does and returns the exit status.
+/// The options `guard session` and `guard adopt` share, from their flags.
+fn supervision_options(args: SupervisionArgs, socket: Option<&Path>) -> SupervisionOptions {
+    SupervisionOptions {
+        json: args.json,
+        policy: args.policy,
+        workspace: args.workspace,
+        socket: socket.map(Path::to_path_buf),
+        audit_log: args.audit_log,
+        prompt: !args.no_prompt,
+    }
+}
+
+/// Prints a supervised session's summary and returns the exit status
+/// (the agent's for `guard session`), or reports why it could not run.
+fn summarise(result: anyhow::Result<SessionSummary>, json: bool) -> i32 {
+    match result {
+        Ok(summary) => {
+            crate::session::print_summary(&summary, json);
+            summary.exit_code
+        }
+        Err(e) => fail(&e, json),
+    }
+}
+
 pub fn fail(error: &anyhow::Error, json: bool) -> i32 {
     if json {
         let code = error

@@ -8,22 +8,12 @@ use crate::{
 };
 
 pub fn run(args: SessionArgs, socket: Option<&Path>) -> i32 {
+    let json = args.common.json;
     let options = SessionOptions {
         name: args.name,
         command: args.command,
-        json: args.common.json,
-        policy: args.common.policy,
-        workspace: args.common.workspace,
         user: args.user,
-        socket: socket.map(Path::to_path_buf),
-        audit_log: args.common.audit_log,
-        prompt: !args.common.no_prompt,
+        common: super::supervision_options(args.common, socket),
     };
-    match session::run(&options) {
-        Ok(summary) => {
-            session::print_summary(&summary, options.json);
-            summary.exit_code
-        }
-        Err(e) => super::fail(&e, options.json),
-    }
+    super::summarise(session::run(&options), json)
 }

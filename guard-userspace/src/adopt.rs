@@ -163,13 +163,7 @@ fn guard_tree(
     interrupts: &Interrupts,
 ) -> anyhow::Result<SessionSummary> {
     let mut info = session_info(cgroup, name, target.pid, target.uid, target.command.clone())?;
-    let mut supervision = Supervision::start(
-        cgroup,
-        &mut info,
-        policy,
-        options.common.socket.as_deref(),
-        options.common.audit_log.clone(),
-    )?;
+    let mut supervision = Supervision::start(cgroup, &mut info, policy, &options.common)?;
     if options.common.prompt {
         supervision.start_prompt(
             cgroup,

@@ -158,13 +158,7 @@ fn run_in(
             .map(|a| a.to_string_lossy().into_owned())
             .collect(),
     )?;
-    let mut supervision = Supervision::start(
-        cgroup,
-        &mut info,
-        policy,
-        options.common.socket.as_deref(),
-        options.common.audit_log.clone(),
-    )?;
+    let mut supervision = Supervision::start(cgroup, &mut info, policy, &options.common)?;
 
     // The prompt observes the broker before the command starts, so even a
     // hold on its very first exec reaches the terminal.

@@ -5,7 +5,7 @@
 //! the tally the summary prints.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{Arc, Mutex, atomic::AtomicI32},
 };
 
@@ -139,15 +139,14 @@ pub struct Supervision {
 }
 
 impl Supervision {
-    /// Picks the controller (the daemon if one answers on `socket_flag`'s
+    /// Picks the controller (the daemon if one answers on `options.socket`'s
     /// socket, else one embedded here, which sets `info.socket`) and starts
     /// the kernel enforcement of `cgroup` under `policy`.
     pub fn start(
         cgroup: &Cgroup,
         info: &mut SessionInfo,
         policy: &Arc<Policy>,
-        socket_flag: Option<&Path>,
-        audit_log: Option<PathBuf>,
+        options: &SupervisionOptions,
     ) -> anyhow::Result<Self> {
         let name = info.name.clone();
         let broker = HoldBroker::new();
@@ -157,7 +156,7 @@ impl Supervision {
         });
         broker.observe(tally.clone());
 
-        let daemon_socket = endpoint::daemon_socket(socket_flag);
+        let daemon_socket = endpoint::daemon_socket(options.socket.as_deref());
         let control = if endpoint::answers(&daemon_socket) {
             let upstream = Arc::new(DaemonUpstream::new(daemon_socket.clone()));
             broker.set_upstream(upstream.clone());
@@ -166,7 +165,7 @@ impl Supervision {
                 upstream,
             }
         } else {
-            let audit = AuditLog::open(&audit::resolve_path(audit_log))?;
+            let audit = AuditLog::open(&audit::resolve_path(options.audit_log.clone()))?;
             let socket = endpoint::session_socket(&daemon_socket, &name);
             info.socket = Some(socket.to_string_lossy().into_owned());
             Control::Embedded {

@@ -35,6 +35,26 @@ pub fn kernel_bits(policy_mask: u32) -> u32 {
         .fold(0, |m, (_, e)| m | e.bit())
 }
 
+/// The session's address rules (CIDRs and resolved host names): each goes
+/// up to policy on any port. Also called when host names resolve anew.
+pub fn install_addresses(
+    maps: &mut KernelMaps,
+    session: u64,
+    tables: &KernelTables,
+) -> anyhow::Result<()> {
+    let connect = Rule::holding(EventKind::Connect.bit());
+    for entry in tables.ipv4.iter().chain(&tables.ipv6) {
+        maps.set_endpoint_rule(
+            session,
+            entry.net.network(),
+            entry.net.prefix_len(),
+            None,
+            connect,
+        )?;
+    }
+    Ok(())
+}
+
 /// Installs `tables` for `session` and returns the session flags to set.
 pub fn install(maps: &mut KernelMaps, session: u64, tables: &KernelTables) -> anyhow::Result<u32> {
     let everywhere = if tables.all_file_ops {
@@ -133,15 +153,7 @@ pub fn install(maps: &mut KernelMaps, session: u64, tables: &KernelTables) -> an
     if tables.all_connects {
         flags |= session_flags::HOLD_UNMATCHED_CONNECT;
     }
-    for entry in tables.ipv4.iter().chain(&tables.ipv6) {
-        maps.set_endpoint_rule(
-            session,
-            entry.net.network(),
-            entry.net.prefix_len(),
-            None,
-            connect,
-        )?;
-    }
+    install_addresses(maps, session, tables)?;
     for &(from, to) in &tables.ports {
         if u32::from(to).saturating_sub(u32::from(from)) >= MAX_PORTS_PER_RANGE {
             flags |= session_flags::HOLD_UNMATCHED_CONNECT;

@@ -23,6 +23,7 @@ pub mod exec_stop;
 pub mod freeze;
 pub mod grants;
 pub mod holds;
+pub mod hosts;
 pub mod kernel_backends;
 pub mod kernel_maps;
 pub mod kernel_policy;

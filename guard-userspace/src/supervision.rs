@@ -24,7 +24,9 @@ use crate::{
     events::KernelEvent,
     freeze::{FreezeOnHold, SessionFreeze},
     holds::{HoldBroker, HoldObserver, HoldRequest, Outcome},
+    hosts,
     kernel_backends::EventObserver,
+    kernel_policy,
     pin::PinDir,
     policy::Policy,
     programs::Probe,
@@ -136,6 +138,8 @@ pub struct Supervision {
     daemon_socket: PathBuf,
     /// Set once the session is unregistered (kind, counts).
     unregistered: Option<(&'static str, Counts)>,
+    /// Resolves the policy's host names again on a timer (None without any).
+    hosts: Option<hosts::Refresher>,
 }
 
 impl Supervision {
@@ -174,7 +178,25 @@ impl Supervision {
                 server: None,
             }
         };
+        // Host names resolve before the kernel tables are compiled, so a
+        // rule naming a production host holds from the agent's first connect.
+        let refresher = hosts::Refresher::start(&name, policy, hosts::interval()?)?;
         let kernel = KernelEnforcement::start(cgroup, &name, policy, &broker)?;
+        let hosts = refresher.map(|(refresher, hook)| {
+            let (maps, session, name) =
+                (kernel.enforcer.tables.clone(), kernel.session, name.clone());
+            hook.set(move |policy| {
+                let tables = policy.kernel_tables();
+                let mut maps = maps.lock().expect("kernel tables poisoned");
+                if let Err(e) = kernel_policy::install_addresses(&mut maps, session, &tables) {
+                    log::error!(
+                        "session {name}: new addresses of the policy's hosts are not in the \
+                         kernel ({e:#}); connects to them are not held"
+                    );
+                }
+            });
+            refresher
+        });
         let freeze = SessionFreeze::new(cgroup.clone());
         broker.observe(FreezeOnHold::new(name.clone(), freeze.clone()));
         Ok(Self {
@@ -186,6 +208,7 @@ impl Supervision {
             freeze,
             daemon_socket,
             unregistered: None,
+            hosts,
         })
     }
 
@@ -268,6 +291,7 @@ impl Supervision {
     /// Takes the session out of the kernel: nothing in its cgroup is stopped
     /// or held from now on (tasks already held stay stopped until decided).
     pub fn detach_kernel(&mut self) {
+        self.hosts = None;
         self.kernel.detach();
     }
 

@@ -54,7 +54,7 @@ pub struct Policy {
     extra_protected: Vec<PathBuf>,
     compiled: Arc<Compiled>,
     rates: RateState,
-    /// Addresses of the network rules' host names, filled by [`Policy::refresh_hosts`].
+    /// Addresses of the network rules' host names, filled by `crate::hosts`.
     resolved: Arc<RwLock<HashMap<String, Vec<IpAddr>>>>,
 }
 
@@ -203,8 +203,8 @@ impl Policy {
         self.compiled.defaults.get(kind).unwrap_or(Decision::Allow)
     }
 
-    /// Host names the network rules name (wildcards excluded): the daemon
-    /// resolves these and calls [`Policy::set_resolved`], and again on refresh.
+    /// Host names the network rules name (wildcards excluded): each session
+    /// resolves these and calls [`Policy::set_resolved`] (crate::hosts).
     pub fn hosts_to_resolve(&self) -> Vec<String> {
         let mut hosts: Vec<String> = self
             .compiled
@@ -223,16 +223,6 @@ impl Policy {
     pub fn set_resolved(&self, host: &str, addrs: Vec<IpAddr>) {
         let mut resolved = self.resolved.write().unwrap_or_else(|e| e.into_inner());
         resolved.insert(host.to_ascii_lowercase(), addrs);
-    }
-
-    /// Resolves every host name with `resolve` (the daemon passes the system
-    /// resolver and calls this on a timer). Failures keep the old addresses.
-    pub fn refresh_hosts(&self, mut resolve: impl FnMut(&str) -> std::io::Result<Vec<IpAddr>>) {
-        for host in self.hosts_to_resolve() {
-            if let Ok(addrs) = resolve(&host) {
-                self.set_resolved(&host, addrs);
-            }
-        }
     }
 
     /// Decides one action.

@@ -216,7 +216,7 @@ fn network_rules_match_cidrs_resolved_names_wildcards_ports_and_sockets() {
         p.hosts_to_resolve(),
         vec!["db.prod.example.com".to_string()]
     );
-    p.refresh_hosts(|_| Ok(vec!["192.0.2.7".parse().unwrap()]));
+    p.set_resolved("db.prod.example.com", vec!["192.0.2.7".parse().unwrap()]);
     assert_eq!(
         p.evaluate(&connect("192.0.2.7:5432")).decision,
         Decision::Ask

@@ -4,6 +4,8 @@
 //! BPF LSM and run inside `cargo xtask vm-test`, whose /init sets
 //! `GUARD_TEST_TIER=vm`.
 
+pub mod pty;
+
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command},
@@ -230,6 +232,15 @@ impl Drop for Reaped {
     }
 }
 
+/// $PATH with `dir`/bin in front (where [`stand_in_terraform`] writes).
+pub fn path_with_bin(dir: &Path) -> String {
+    format!(
+        "{}:{}",
+        dir.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 /// Writes `DIR/bin/terraform`, a stand-in whose first act is to create
 /// `DIR/marker` (so a test sees whether it ran at all); returns the marker.
 pub fn stand_in_terraform(dir: &TempDir) -> PathBuf {
@@ -246,7 +257,6 @@ pub fn stand_in_terraform(dir: &TempDir) -> PathBuf {
     marker
 }
 
-/// Polls `check` until it holds or `timeout` passes, then panics with `what`.
 /// Sends guard's own log lines (warnings and worse) to the test's captured
 /// output, so a failing test shows what guard complained about.
 pub fn capture_guard_logs() {
@@ -256,6 +266,7 @@ pub fn capture_guard_logs() {
         .try_init();
 }
 
+/// Polls `check` until it holds or `timeout` passes, then panics with `what`.
 pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {

@@ -11,7 +11,8 @@ use std::{
 
 use guard::audit;
 use guard_tests::{
-    TempDir, child_output, guard_cli, require_root, stand_in_terraform, wait_for_hold, wait_until,
+    TempDir, child_output, guard_cli, path_with_bin, require_root, stand_in_terraform,
+    wait_for_hold, wait_until,
 };
 
 /// `guard session` running a script that runs `terraform destroy`.
@@ -19,14 +20,7 @@ fn session(dir: &TempDir, name: &str) -> Child {
     let script = dir.join("agent.sh");
     std::fs::write(&script, "terraform destroy -auto-approve\necho status=$?\n").unwrap();
     guard_cli(dir)
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                dir.join("bin").display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
+        .env("PATH", path_with_bin(&dir.path))
         .args(["session", "--no-prompt", "--name", name, "--"])
         .arg("sh")
         .arg(&script)

@@ -5,95 +5,17 @@
 //! program why before it is killed.
 
 use std::{
-    ffi::CStr,
-    fs::File,
-    io::{Read as _, Write as _},
-    os::{
-        fd::{AsRawFd as _, FromRawFd as _},
-        unix::process::CommandExt as _,
-    },
+    io::Write as _,
+    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
     path::PathBuf,
-    process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use guard_tests::{TempDir, guard_bin, require_root, stand_in_terraform};
-
-struct Pty {
-    master: File,
-    slave: File,
-}
-
-fn open_pty() -> (Pty, PathBuf) {
-    let (mut master, mut slave) = (0, 0);
-    // SAFETY: valid out pointers; the rest may be null.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: ptsname of a valid master.
-    let name = unsafe { CStr::from_ptr(libc::ptsname(master)) }
-        .to_string_lossy()
-        .into_owned();
-    // SAFETY: fresh fds owned here.
-    let pty = unsafe {
-        Pty {
-            master: File::from_raw_fd(master),
-            slave: File::from_raw_fd(slave),
-        }
-    };
-    (pty, PathBuf::from(name))
-}
-
-fn termios(file: &File) -> libc::termios {
-    // SAFETY: plain data filled by tcgetattr.
-    let mut t: libc::termios = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::tcgetattr(file.as_raw_fd(), &mut t) }, 0);
-    t
-}
-
-fn same(a: &libc::termios, b: &libc::termios) -> bool {
-    a.c_iflag == b.c_iflag
-        && a.c_oflag == b.c_oflag
-        && a.c_cflag == b.c_cflag
-        && a.c_lflag == b.c_lflag
-        && a.c_cc == b.c_cc
-}
-
-/// Reads the master until `needle` appears; returns everything read.
-fn read_until(master: &mut File, seen: &mut Vec<u8>, needle: &str, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    let start = seen.len();
-    while Instant::now() < deadline {
-        let mut pfd = libc::pollfd {
-            fd: master.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        if unsafe { libc::poll(&mut pfd, 1, 50) } > 0 {
-            let mut buf = [0u8; 4096];
-            match master.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
-            }
-            let text = String::from_utf8_lossy(&seen[start..]).into_owned();
-            if text.contains(needle) {
-                return text;
-            }
-        }
-    }
-    panic!(
-        "{needle:?} did not appear within {timeout:?}; terminal shows {:?}",
-        String::from_utf8_lossy(seen)
-    );
-}
+use guard_tests::{
+    TempDir, guard_cli, path_with_bin,
+    pty::{Pty, same_termios},
+    require_root, stand_in_terraform,
+};
 
 /// A session on a raw pty running `argv`, with a stand-in `terraform` in
 /// the PATH whose first act is to create `marker`.
@@ -104,7 +26,6 @@ struct TtySession {
     raw: libc::termios,
     guard: std::process::Child,
     marker: PathBuf,
-    seen: Vec<u8>,
 }
 
 impl TtySession {
@@ -118,32 +39,14 @@ impl TtySession {
         )
         .unwrap();
 
-        let (pty, _) = open_pty();
-        let mut raw = termios(&pty.slave);
-        // SAFETY: valid termios.
-        unsafe {
-            libc::cfmakeraw(&mut raw);
-            assert_eq!(
-                libc::tcsetattr(pty.slave.as_raw_fd(), libc::TCSANOW, &raw),
-                0
-            );
-        }
-        let raw = termios(&pty.slave);
+        let pty = Pty::open();
+        let raw = pty.make_raw();
 
         let slave_fd = pty.slave.as_raw_fd();
-        let mut command = Command::new(guard_bin());
+        let mut command = guard_cli(&dir);
         command
             .current_dir(&dir.path)
-            .env("GUARD_SOCKET", dir.join("guard.sock"))
-            .env("GUARD_AUDIT_LOG", dir.join("audit.jsonl"))
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    dir.join("bin").display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
+            .env("PATH", path_with_bin(&dir.path))
             .args([
                 "session",
                 "--name",
@@ -171,17 +74,11 @@ impl TtySession {
             raw,
             guard,
             marker,
-            seen: Vec::new(),
         }
     }
 
     fn read_until(&mut self, needle: &str) -> String {
-        read_until(
-            &mut self.pty.master,
-            &mut self.seen,
-            needle,
-            Duration::from_secs(20),
-        )
+        self.pty.read_until(needle, Duration::from_secs(20))
     }
 
     fn answer(&mut self, key: &[u8]) {
@@ -193,13 +90,10 @@ impl TtySession {
         self.read_until("ended with status");
         let status = self.guard.wait().unwrap();
         assert!(
-            same(&termios(&self.pty.slave), &self.raw),
+            same_termios(&self.pty.termios(), &self.raw),
             "termios not restored exactly"
         );
-        (
-            status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&self.seen).into_owned(),
-        )
+        (status.code().unwrap_or(-1), self.pty.transcript())
     }
 }
 

@@ -4,15 +4,7 @@
 //! cooked for the prompt and restored exactly afterwards, the agent gets
 //! SIGWINCH, and the answer resolves the hold through the broker.
 
-use std::{
-    ffi::CStr,
-    fs::File,
-    io::{Read as _, Write as _},
-    os::fd::{AsRawFd as _, FromRawFd as _},
-    path::PathBuf,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{io::Write as _, path::PathBuf, sync::Arc, time::Duration};
 
 use guard::{
     action::Action,
@@ -21,82 +13,11 @@ use guard::{
     holds::{GrantScope, HoldBroker, HoldRequest, Outcome, Resolution},
     terminal::{LocalDecider, Terminal, TerminalApprover},
 };
-use guard_tests::{TempDir, TestCgroup, capture_guard_logs, require_root, wait_until};
-
-struct Pty {
-    master: File,
-    slave: File,
-    slave_path: PathBuf,
-}
-
-fn open_pty() -> Pty {
-    let (mut master, mut slave) = (0, 0);
-    // SAFETY: out pointers are valid; name/termios/winsize may be null.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: ptsname returns a static buffer for a valid master fd.
-    let name = unsafe { CStr::from_ptr(libc::ptsname(master)) }
-        .to_string_lossy()
-        .into_owned();
-    // SAFETY: both fds were just opened and are owned here.
-    unsafe {
-        Pty {
-            master: File::from_raw_fd(master),
-            slave: File::from_raw_fd(slave),
-            slave_path: PathBuf::from(name),
-        }
-    }
-}
-
-fn termios(file: &File) -> libc::termios {
-    // SAFETY: plain data filled by tcgetattr on an open tty fd.
-    let mut t: libc::termios = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::tcgetattr(file.as_raw_fd(), &mut t) }, 0);
-    t
-}
-
-fn same_termios(a: &libc::termios, b: &libc::termios) -> bool {
-    a.c_iflag == b.c_iflag
-        && a.c_oflag == b.c_oflag
-        && a.c_cflag == b.c_cflag
-        && a.c_lflag == b.c_lflag
-        && a.c_cc == b.c_cc
-}
-
-/// Reads the master side until `needle` shows up.
-fn read_until(master: &mut File, needle: &str, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    let mut seen = Vec::new();
-    while Instant::now() < deadline {
-        let mut pfd = libc::pollfd {
-            fd: master.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        if unsafe { libc::poll(&mut pfd, 1, 50) } > 0 {
-            let mut buf = [0u8; 4096];
-            let n = master.read(&mut buf).expect("reading the pty master");
-            seen.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&seen).into_owned();
-            if text.contains(needle) {
-                return text;
-            }
-        }
-    }
-    panic!(
-        "{needle:?} did not appear on the terminal within {timeout:?}; saw {:?}",
-        String::from_utf8_lossy(&seen)
-    );
-}
+use guard_tests::{
+    TempDir, TestCgroup, capture_guard_logs,
+    pty::{Pty, same_termios},
+    require_root, wait_until,
+};
 
 fn request(pid: u32, path: &str) -> HoldRequest {
     HoldRequest {
@@ -117,28 +38,6 @@ fn request(pid: u32, path: &str) -> HoldRequest {
 fn ask(broker: &Arc<HoldBroker>, req: HoldRequest) -> std::thread::JoinHandle<Outcome> {
     let broker = broker.clone();
     std::thread::spawn(move || broker.ask_outcome(req, Duration::from_secs(20), Decision::Deny))
-}
-
-/// Whatever the master side has to read now (for failure messages).
-fn drain(master: &mut File) -> String {
-    let mut seen = Vec::new();
-    loop {
-        let mut pfd = libc::pollfd {
-            fd: master.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
-            break;
-        }
-        let mut buf = [0u8; 4096];
-        match master.read(&mut buf) {
-            Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&seen).into_owned()
 }
 
 fn frozen(cg: &TestCgroup) -> bool {
@@ -168,18 +67,9 @@ fn prompt_over_a_raw_mode_tui_freezes_asks_restores_and_redraws() {
     wait_until(Duration::from_secs(5), "the agent's WINCH trap", || {
         dir.join("ready").exists()
     });
-    let mut pty = open_pty();
+    let mut pty = Pty::open();
     // The agent's TUI has put the terminal in raw mode.
-    let mut raw = termios(&pty.slave);
-    // SAFETY: raw is a valid termios.
-    unsafe {
-        libc::cfmakeraw(&mut raw);
-        assert_eq!(
-            libc::tcsetattr(pty.slave.as_raw_fd(), libc::TCSANOW, &raw),
-            0
-        );
-    }
-    let raw = termios(&pty.slave);
+    let raw = pty.make_raw();
 
     let broker = HoldBroker::new();
     let terminal = Terminal::open_path(&pty.slave_path).expect("opening the pty slave");
@@ -199,7 +89,7 @@ fn prompt_over_a_raw_mode_tui_freezes_asks_restores_and_redraws() {
 
     // 1. Approve for the session.
     let asked = ask(&broker, request(agent.id(), "/prod/db"));
-    let shown = read_until(&mut pty.master, "[k]ill", Duration::from_secs(5));
+    let shown = pty.read_until("[k]ill", Duration::from_secs(5));
     assert!(shown.contains("unlink /prod/db"), "{shown}");
     assert!(shown.contains("file.protected"), "{shown}");
     assert!(shown.contains("/prod/db is protected"), "{shown}");
@@ -208,7 +98,7 @@ fn prompt_over_a_raw_mode_tui_freezes_asks_restores_and_redraws() {
     wait_until(Duration::from_secs(2), "the session to freeze", || {
         frozen(&cg)
     });
-    let cooked = termios(&pty.slave);
+    let cooked = pty.termios();
     assert!(
         cooked.c_lflag & libc::ICANON != 0,
         "prompt must cook the terminal"
@@ -226,7 +116,7 @@ fn prompt_over_a_raw_mode_tui_freezes_asks_restores_and_redraws() {
         !frozen(&cg)
     });
     assert!(
-        same_termios(&termios(&pty.slave), &raw),
+        same_termios(&pty.termios(), &raw),
         "termios not restored exactly"
     );
     wait_until(
@@ -243,24 +133,20 @@ fn prompt_over_a_raw_mode_tui_freezes_asks_restores_and_redraws() {
 
     // 3. A different action: a wrong key is asked again, then deny.
     let asked = ask(&broker, request(agent.id(), "/prod/other"));
-    read_until(&mut pty.master, "/prod/other", Duration::from_secs(5));
+    pty.read_until("/prod/other", Duration::from_secs(5));
     pty.master.write_all(b"x\n").unwrap();
-    read_until(
-        &mut pty.master,
-        "answer a, s, d or k",
-        Duration::from_secs(5),
-    );
+    pty.read_until("answer a, s, d or k", Duration::from_secs(5));
     pty.master.write_all(b"d\n").unwrap();
     let outcome = asked.join().unwrap();
     assert!(
         matches!(outcome.resolution, Resolution::Denied { .. }),
         "{outcome:?}"
     );
-    assert!(same_termios(&termios(&pty.slave), &raw));
+    assert!(same_termios(&pty.termios(), &raw));
 
     // 4. Decided elsewhere while the prompt is up: the prompt steps aside.
     let asked = ask(&broker, request(agent.id(), "/prod/third"));
-    read_until(&mut pty.master, "/prod/third", Duration::from_secs(5));
+    pty.read_until("/prod/third", Duration::from_secs(5));
     // The prompt can be up before the broker lists the hold (it is listed
     // once every observer has recorded it).
     wait_until(Duration::from_secs(2), "the hold to be listed", || {
@@ -276,20 +162,20 @@ fn prompt_over_a_raw_mode_tui_freezes_asks_restores_and_redraws() {
         )
         .unwrap();
     asked.join().unwrap();
-    read_until(&mut pty.master, "decided elsewhere", Duration::from_secs(5));
+    pty.read_until("decided elsewhere", Duration::from_secs(5));
     wait_until(Duration::from_secs(2), "thaw after stepping aside", || {
         !frozen(&cg)
     });
 
     // 5. Kill: the whole session dies.
     let asked = ask(&broker, request(agent.id(), "/prod/fourth"));
-    read_until(&mut pty.master, "/prod/fourth", Duration::from_secs(5));
+    pty.read_until("/prod/fourth", Duration::from_secs(5));
     pty.master.write_all(b"k\n").unwrap();
     let outcome = asked.join().unwrap();
     assert!(
         matches!(outcome.resolution, Resolution::Killed { .. }),
         "{outcome:?}; the terminal showed {:?}",
-        drain(&mut pty.master)
+        pty.drain()
     );
     let mut status = None;
     wait_until(Duration::from_secs(5), "the killed agent to exit", || {
@@ -299,7 +185,7 @@ fn prompt_over_a_raw_mode_tui_freezes_asks_restores_and_redraws() {
     let status = status.unwrap();
     use std::os::unix::process::ExitStatusExt as _;
     assert_eq!(status.signal(), Some(libc::SIGKILL));
-    assert!(same_termios(&termios(&pty.slave), &raw));
+    assert!(same_termios(&pty.termios(), &raw));
 }
 
 #[test]
@@ -397,7 +283,7 @@ fn with_a_daemon_the_prompt_decides_through_the_daemon() {
         .unwrap();
     let broker = HoldBroker::new();
     broker.set_upstream(upstream);
-    let mut pty = open_pty();
+    let mut pty = Pty::open();
     let approver = TerminalApprover::start(
         Terminal::open_path(&pty.slave_path).unwrap(),
         "tty".into(),
@@ -412,7 +298,7 @@ fn with_a_daemon_the_prompt_decides_through_the_daemon() {
     broker.observe(approver);
 
     let asked = ask(&broker, request(agent.id(), "/prod/via-daemon"));
-    read_until(&mut pty.master, "[k]ill", Duration::from_secs(10));
+    pty.read_until("[k]ill", Duration::from_secs(10));
     pty.master.write_all(b"s\n").unwrap();
     let outcome = asked.join().unwrap();
     assert!(

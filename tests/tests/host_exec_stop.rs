@@ -29,11 +29,7 @@ fn watched_session(tag: &str) -> Enforced {
 }
 
 fn run_terraform(e: &Enforced, scratch: &Scratch, marker: &std::path::Path) -> std::process::Child {
-    let path = format!(
-        "{}:{}",
-        scratch.path("bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = guard_tests::path_with_bin(&scratch.dir);
     // `; exit $?` keeps sh as the parent, so the status of a killed terraform reads 137.
     session_command(
         &e.cg,
@@ -242,11 +238,7 @@ fn sigcont_from_the_session_does_not_release_an_exec_stop() {
     scratch.script("bin/terraform", TERRAFORM);
     let marker = scratch.path("marker");
     let e = watched_session("exec-sigcont");
-    let path = format!(
-        "{}:{}",
-        scratch.path("bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = guard_tests::path_with_bin(&scratch.dir);
     let script =
         "terraform destroy & p=$!; sleep 1; kill -CONT $p; echo \"sent=$?\" >&2; wait $p; exit $?";
     let mut child = session_command(&e.cg, &["/bin/sh", "-c", script])

@@ -129,11 +129,7 @@ fn session_cannot_sigcont_an_exec_stop_or_signal_the_guard() {
          kill -CONT {}; echo \"guard=$?\" >&2; wait $p; exit $?",
         std::process::id()
     );
-    let path = format!(
-        "{}:{}",
-        scratch.path("bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = guard_tests::path_with_bin(&scratch.dir);
     let mut child = session_command(&e.cg, &["/bin/sh", "-c", &script])
         .env("PATH", path)
         .env("MARKER", &marker)

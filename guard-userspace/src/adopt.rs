@@ -219,7 +219,7 @@ fn guard_tree(
         );
     }
 
-    let mut released = None;
+    let mut released = 0;
     loop {
         if let Some(signal) = interrupts.wait(Duration::from_millis(100)) {
             log::info!("signal {signal}: releasing the adopted processes");
@@ -240,7 +240,7 @@ fn guard_tree(
                 "guard: stopped guarding session {name} on signal {signal}: released {n} \
                  processes; they are no longer guarded"
             );
-            released = Some(n as u64);
+            released = n as u64;
             break;
         }
         match cgroup.populated() {
@@ -252,20 +252,12 @@ fn guard_tree(
             }
         }
     }
-    let ended = end(supervision, bounded);
     Ok(SessionSummary {
-        session: name.to_owned(),
-        exit_code: 0,
-        controller: ended.controller.into(),
-        backend: backend.into(),
-        socket: ended.socket,
-        counts: ended.counts,
-        execs: ended.execs,
-        events: ended.events,
-        dropped: ended.dropped,
         pid: Some(target.pid),
         adopted: Some(tree.moved.len() as u64),
-        released: Some(released.unwrap_or(0)),
+        released: Some(released),
+        // guard is not the adopted process's parent: no status to report.
+        ..end(supervision, bounded).summary(name, 0, backend)
     })
 }
 

@@ -103,6 +103,28 @@ fn warn_unresolved(session: &str, failed: &[(String, std::io::Error)], every: Du
     }
 }
 
+/// What a session knows of its policy's names after a round of lookups.
+pub struct Names {
+    known: BTreeMap<String, Vec<IpAddr>>,
+    /// Some name failed in the last round (said once, not every round).
+    failing: bool,
+}
+
+/// Resolves `policy`'s names once, now: call it before the session's kernel
+/// tables are compiled. None when the policy names no host.
+pub fn resolve_now(session: &str, policy: &Policy, every: Duration) -> Option<Names> {
+    if policy.hosts_to_resolve().is_empty() {
+        return None;
+    }
+    let mut known = BTreeMap::new();
+    let (_, failed) = resolve_all(policy, &mut known, &mut |h| lookup(h, LOOKUP_TIMEOUT));
+    warn_unresolved(session, &failed, every);
+    Some(Names {
+        known,
+        failing: !failed.is_empty(),
+    })
+}
+
 /// Re-resolves a session's host names on a timer; stops when dropped.
 pub struct Refresher {
     stop: Option<mpsc::Sender<()>>,
@@ -110,48 +132,38 @@ pub struct Refresher {
 }
 
 impl Refresher {
-    /// Resolves `policy`'s names now (before the session's kernel tables are
-    /// compiled), then every `every` on a thread, calling `changed` after
-    /// new addresses were recorded. None when the policy names no host.
+    /// Every `every`, resolves `policy`'s names again and calls `changed`
+    /// after new addresses were recorded.
     pub fn start(
         session: &str,
         policy: &Arc<Policy>,
         every: Duration,
-    ) -> anyhow::Result<Option<(Self, RefreshHook)>> {
-        if policy.hosts_to_resolve().is_empty() {
-            return Ok(None);
-        }
-        let mut known = BTreeMap::new();
-        let (_, failed) = resolve_all(policy, &mut known, &mut |h| lookup(h, LOOKUP_TIMEOUT));
-        warn_unresolved(session, &failed, every);
-        let hook = RefreshHook::default();
+        mut names: Names,
+        changed: impl Fn(&Policy) + Send + 'static,
+    ) -> anyhow::Result<Self> {
         let (tx, rx) = mpsc::channel::<()>();
-        let (policy, session, on_change) = (policy.clone(), session.to_owned(), hook.clone());
+        let (policy, session) = (policy.clone(), session.to_owned());
         let thread = std::thread::Builder::new()
             .name("guard-hosts".into())
             .spawn(move || {
-                let mut failing = !failed.is_empty();
                 while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
-                    let (changed, failed) =
-                        resolve_all(&policy, &mut known, &mut |h| lookup(h, LOOKUP_TIMEOUT));
-                    // Said once when names start failing, not every minute.
-                    if !failed.is_empty() && !failing {
+                    let (new, failed) = resolve_all(&policy, &mut names.known, &mut |h| {
+                        lookup(h, LOOKUP_TIMEOUT)
+                    });
+                    if !failed.is_empty() && !names.failing {
                         warn_unresolved(&session, &failed, every);
                     }
-                    failing = !failed.is_empty();
-                    if changed {
-                        on_change.run(&policy);
+                    names.failing = !failed.is_empty();
+                    if new {
+                        changed(&policy);
                     }
                 }
             })
             .context("starting the host name refresher")?;
-        Ok(Some((
-            Self {
-                stop: Some(tx),
-                thread: Some(thread),
-            },
-            hook,
-        )))
+        Ok(Self {
+            stop: Some(tx),
+            thread: Some(thread),
+        })
     }
 }
 
@@ -160,25 +172,6 @@ impl Drop for Refresher {
         drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
-        }
-    }
-}
-
-type Hook = Box<dyn Fn(&Policy) + Send>;
-
-/// What to do when names resolve to new addresses (install them in the
-/// session's kernel table); set once the kernel side exists.
-#[derive(Clone, Default)]
-pub struct RefreshHook(Arc<std::sync::Mutex<Option<Hook>>>);
-
-impl RefreshHook {
-    pub fn set(&self, hook: impl Fn(&Policy) + Send + 'static) {
-        *self.0.lock().expect("refresh hook poisoned") = Some(Box::new(hook));
-    }
-
-    fn run(&self, policy: &Policy) {
-        if let Some(hook) = &*self.0.lock().expect("refresh hook poisoned") {
-            hook(policy);
         }
     }
 }

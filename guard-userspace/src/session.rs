@@ -221,19 +221,9 @@ fn run_in(
     if let Some(supervisor) = supervisor {
         supervisor.stop();
     }
-    let ended = supervision.finish();
-    Ok(SessionSummary {
-        session: name.to_owned(),
-        exit_code: exit_code(status),
-        controller: ended.controller.into(),
-        backend: backend.into(),
-        socket: ended.socket,
-        counts: ended.counts,
-        execs: ended.execs,
-        events: ended.events,
-        dropped: ended.dropped,
-        ..Default::default()
-    })
+    Ok(supervision
+        .finish()
+        .summary(name, exit_code(status), backend))
 }
 
 /// Registers the child's first steps after fork: move into the session

@@ -30,6 +30,7 @@ use crate::{
     pin::PinDir,
     policy::Policy,
     programs::Probe,
+    session::SessionSummary,
     terminal::{Decider, LocalDecider, Terminal, TerminalApprover},
 };
 
@@ -127,6 +128,25 @@ pub struct Ended {
     pub socket: String,
 }
 
+impl Ended {
+    /// The summary of session `name` (what `guard session` and `guard adopt`
+    /// print), `backend` having held its file and connect calls.
+    pub fn summary(self, name: &str, exit_code: i32, backend: &str) -> SessionSummary {
+        SessionSummary {
+            session: name.to_owned(),
+            exit_code,
+            controller: self.controller.into(),
+            backend: backend.into(),
+            socket: self.socket,
+            counts: self.counts,
+            execs: self.execs,
+            events: self.events,
+            dropped: self.dropped,
+            ..Default::default()
+        }
+    }
+}
+
 /// A session's controller and kernel enforcement, from start to summary.
 pub struct Supervision {
     name: String,
@@ -180,23 +200,34 @@ impl Supervision {
         };
         // Host names resolve before the kernel tables are compiled, so a
         // rule naming a production host holds from the agent's first connect.
-        let refresher = hosts::Refresher::start(&name, policy, hosts::interval()?)?;
+        let every = hosts::interval()?;
+        let names = hosts::resolve_now(&name, policy, every);
         let kernel = KernelEnforcement::start(cgroup, &name, policy, &broker)?;
-        let hosts = refresher.map(|(refresher, hook)| {
-            let (maps, session, name) =
-                (kernel.enforcer.tables.clone(), kernel.session, name.clone());
-            hook.set(move |policy| {
-                let tables = policy.kernel_tables();
-                let mut maps = maps.lock().expect("kernel tables poisoned");
-                if let Err(e) = kernel_policy::install_addresses(&mut maps, session, &tables) {
-                    log::error!(
-                        "session {name}: new addresses of the policy's hosts are not in the \
-                         kernel ({e:#}); connects to them are not held"
-                    );
-                }
-            });
-            refresher
-        });
+        let hosts = match names {
+            None => None,
+            Some(names) => {
+                let (maps, session, session_name) =
+                    (kernel.enforcer.tables.clone(), kernel.session, name.clone());
+                Some(hosts::Refresher::start(
+                    &name,
+                    policy,
+                    every,
+                    names,
+                    move |policy| {
+                        let tables = policy.kernel_tables();
+                        let mut maps = maps.lock().expect("kernel tables poisoned");
+                        if let Err(e) =
+                            kernel_policy::install_addresses(&mut maps, session, &tables)
+                        {
+                            log::error!(
+                                "session {session_name}: new addresses of the policy's hosts are not \
+                             in the kernel ({e:#}); connects to them are not held"
+                            );
+                        }
+                    },
+                )?)
+            }
+        };
         let freeze = SessionFreeze::new(cgroup.clone());
         broker.observe(FreezeOnHold::new(name.clone(), freeze.clone()));
         Ok(Self {

@@ -334,11 +334,11 @@ impl HoldBroker {
 
     /// Registers a hold and returns its id; the caller then `wait`s on it.
     pub fn open(&self, request: HoldRequest) -> HoldId {
-        self.open_held(request, Duration::ZERO)
+        self.open_held(request, Duration::ZERO).id
     }
 
     /// `open` for an action that has been held for `held` already.
-    fn open_held(&self, request: HoldRequest, held: Duration) -> HoldId {
+    fn open_held(&self, request: HoldRequest, held: Duration) -> Hold {
         let now = SystemTime::now();
         let hold = {
             let mut state = self.state.lock().expect("hold broker poisoned");
@@ -359,7 +359,7 @@ impl HoldBroker {
         let mut state = self.state.lock().expect("hold broker poisoned");
         state.announcing.remove(&hold.id);
         self.changed.notify_all();
-        hold.id
+        hold
     }
 
     /// Blocks until the hold is resolved or `timeout` passes; a timeout
@@ -500,8 +500,9 @@ impl HoldBroker {
             return Outcome::granted(request, grant.approver, grant.scope, held);
         }
         let started = Instant::now();
-        let id = self.open_held(request.clone(), held);
-        if let Some(hold) = self.pending().into_iter().find(|h| h.id == id) {
+        let hold = self.open_held(request.clone(), held);
+        let id = hold.id;
+        if self.is_pending(id) {
             opened(&hold);
         }
         let (hold, resolution) = self.wait_hold(id, timeout, on_timeout).unwrap_or_else(|| {

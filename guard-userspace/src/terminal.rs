@@ -63,10 +63,14 @@ impl Terminal {
 
     /// A specific terminal device (tests drive a pseudo-terminal this way).
     pub fn open_path(path: &Path) -> anyhow::Result<Self> {
+        // Non-blocking: a terminal nobody reads (a stopped emulator, a full
+        // pty) must not wedge the prompt; writes wait in poll, where they
+        // notice that the hold was decided elsewhere. This is guard's own
+        // open file description, so the agent's descriptors are unaffected.
         let tty = OpenOptions::new()
             .read(true)
             .write(true)
-            .custom_flags(libc::O_NOCTTY)
+            .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
             .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
         // SAFETY: isatty only inspects the fd.
@@ -135,27 +139,74 @@ impl Terminal {
         hold: &Hold,
         still_pending: &dyn Fn() -> bool,
     ) -> anyhow::Result<Option<Choice>> {
-        let mut out = &self.tty;
-        out.write_all(describe(hold).as_bytes())?;
-        loop {
-            out.write_all(
-                b"guard: [a]pprove once, approve for the [s]ession, [d]eny, [k]ill the session? ",
-            )?;
-            let Some(line) = self.read_line(still_pending)? else {
-                out.write_all(b"\nguard: decided elsewhere; resuming\n")?;
-                return Ok(None);
-            };
-            if let Some(choice) = Choice::parse(&line) {
-                let said = match choice {
-                    Choice::ApproveOnce => "approved once",
-                    Choice::ApproveSession => "approved for this session",
-                    Choice::Deny => "denied",
-                    Choice::Kill => "killing the session",
+        if self.write_while(describe(hold).as_bytes(), still_pending)? {
+            loop {
+                if !self.write_while(
+                    b"guard: [a]pprove once, approve for the [s]ession, [d]eny, [k]ill the session? ",
+                    still_pending,
+                )? {
+                    break;
+                }
+                let Some(line) = self.read_line(still_pending)? else {
+                    break;
                 };
-                out.write_all(format!("guard: {said}\n").as_bytes())?;
-                return Ok(Some(choice));
+                if let Some(choice) = Choice::parse(&line) {
+                    let said = match choice {
+                        Choice::ApproveOnce => "approved once",
+                        Choice::ApproveSession => "approved for this session",
+                        Choice::Deny => "denied",
+                        Choice::Kill => "killing the session",
+                    };
+                    self.write_briefly(format!("guard: {said}\n").as_bytes());
+                    return Ok(Some(choice));
+                }
+                if !self.write_while(b"guard: answer a, s, d or k\n", still_pending)? {
+                    break;
+                }
             }
-            out.write_all(b"guard: answer a, s, d or k\n")?;
+        }
+        self.write_briefly(b"\nguard: decided elsewhere; resuming\n");
+        Ok(None)
+    }
+
+    /// Writes all of `bytes` unless `keep_going` turns false first (checked
+    /// whenever the terminal cannot take more); false if it gave up.
+    fn write_while(&self, bytes: &[u8], keep_going: &dyn Fn() -> bool) -> anyhow::Result<bool> {
+        let fd = self.tty.as_raw_fd();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let full = match (&self.tty).write(rest) {
+                Ok(0) => true,
+                Ok(n) => {
+                    rest = &rest[n..];
+                    false
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => false,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+                Err(e) => return Err(e).context("writing to the terminal"),
+            };
+            if full {
+                if !keep_going() {
+                    return Ok(false);
+                }
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut pfd, 1, 200) };
+            }
+        }
+        Ok(true)
+    }
+
+    /// A closing line (the answer taken, or stepping aside): written if the
+    /// terminal takes it within a second, dropped otherwise.
+    fn write_briefly(&self, bytes: &[u8]) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        if let Err(e) = self.write_while(bytes, &|| std::time::Instant::now() < deadline) {
+            log::warn!("the terminal prompt could not write: {e:#}");
         }
     }
 
@@ -184,7 +235,14 @@ impl Terminal {
             let mut buf = [0u8; 256];
             let n = match (&self.tty).read(&mut buf) {
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => return Err(e).context("reading the answer from the terminal"),
             };
             if n == 0 {
@@ -254,6 +312,15 @@ impl Drop for Foreground {
     }
 }
 
+/// Longest text shown for the action (a path may be 4096 bytes; an exec's
+/// argv can be far longer), its reason and cwd, and each command line of the
+/// process chain. An agent controls all of these; unbounded, they could
+/// scroll the question off the screen or fill a terminal nobody is reading.
+const SHOWN_ACTION: usize = 4200;
+const SHOWN_REASON: usize = 600;
+const SHOWN_CWD: usize = 1200;
+const SHOWN_COMMAND: usize = 200;
+
 /// What the person sees: the action, where, who, and which rule.
 pub fn describe(hold: &Hold) -> String {
     let r = &hold.request;
@@ -265,26 +332,41 @@ pub fn describe(hold: &Hold) -> String {
     let mut text = format!(
         "\r\n\nguard: session {} attempted: {}\n",
         r.session,
-        one_line(&r.action.to_string())
+        shown(&r.action.to_string(), SHOWN_ACTION)
     );
     text += &format!(
         "  hold {}   rule {}   ({})\n",
         hold.id, r.verdict.rule, r.verdict.decision
     );
-    text += &format!("  why: {}\n", one_line(&r.verdict.reason));
+    text += &format!("  why: {}\n", shown(&r.verdict.reason, SHOWN_REASON));
     if let Some(cwd) = cwd {
-        text += &format!("  cwd: {}\n", one_line(&cwd.to_string_lossy()));
+        text += &format!("  cwd: {}\n", shown(&cwd.to_string_lossy(), SHOWN_CWD));
     }
     text += "  process chain:\n";
     for link in process.chain.iter().take(8) {
-        let shown = if link.cmdline.is_empty() {
-            link.comm.clone()
+        let command = if link.cmdline.is_empty() {
+            &link.comm
         } else {
-            link.cmdline.clone()
+            &link.cmdline
         };
-        text += &format!("    {:>7}  {}\n", link.pid, one_line(&shown));
+        text += &format!("    {:>7}  {}\n", link.pid, shown(command, SHOWN_COMMAND));
+    }
+    if process.chain.len() > 8 {
+        text += &format!("    ({} more ancestors)\n", process.chain.len() - 8);
     }
     text
+}
+
+/// `s` on one line, at most `max` characters of it, saying how much was cut
+/// (`guard holds --json` has the whole action, the audit log the chain).
+fn shown(s: &str, max: usize) -> String {
+    let line = one_line(s);
+    let total = line.chars().count();
+    if total <= max {
+        return line;
+    }
+    let kept: String = line.chars().take(max).collect();
+    format!("{kept}… [{} more characters]", total - max)
 }
 
 /// Control characters from an agent's argv must not drive our terminal.
@@ -409,6 +491,16 @@ mod tests {
         assert_eq!(Choice::parse("deny\n"), Some(Choice::Deny));
         assert_eq!(Choice::parse("k"), Some(Choice::Kill));
         assert_eq!(Choice::parse("maybe"), None);
+    }
+
+    #[test]
+    fn long_text_is_cut_where_a_character_ends_and_says_so() {
+        assert_eq!(shown("rm -rf /", 20), "rm -rf /");
+        let long = "é".repeat(300);
+        let cut = shown(&long, 200);
+        assert!(cut.starts_with(&"é".repeat(200)), "{cut}");
+        assert!(cut.ends_with("… [100 more characters]"), "{cut}");
+        assert_eq!(shown("a\nb", 10), "a?b");
     }
 
     #[test]

@@ -4,8 +4,11 @@
 use std::{
     ffi::CStr,
     fs::File,
-    io::Read as _,
-    os::fd::{AsRawFd as _, FromRawFd as _},
+    io::{Read as _, Write as _},
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _},
+        unix::fs::OpenOptionsExt as _,
+    },
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -71,6 +74,27 @@ impl Pty {
             );
         }
         self.termios()
+    }
+
+    /// Fills what the pty holds for the screen (as a terminal nobody reads
+    /// does) by writing to the slave until it would block; returns how much.
+    pub fn fill_screen(&self) -> usize {
+        // A second open file description, so O_NONBLOCK stays on this one.
+        let slave = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+            .open(&self.slave_path)
+            .expect("opening the pty slave to fill it");
+        let chunk = [b'.'; 1024];
+        let mut total = 0;
+        loop {
+            match (&slave).write(&chunk) {
+                Ok(0) => return total,
+                Ok(n) => total += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return total,
+                Err(e) => panic!("filling the pty: {e}"),
+            }
+        }
     }
 
     /// Reads the master until `needle` shows up in what this call read;

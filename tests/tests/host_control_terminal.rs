@@ -54,6 +54,9 @@ fn prompt_over_a_raw_mode_tui_freezes_asks_restores_and_redraws() {
     let dir = TempDir::new("tty");
     let winch = dir.join("winch");
     let cg = TestCgroup::new("tty");
+    // The agent's command line is far longer than a pty holds unread
+    // (~18 KB): the prompt must show it cut, or its write would block while
+    // the person's answer waits (CI's harness has such ancestors).
     let mut agent = cg
         .command("sh")
         .arg("-c")
@@ -62,6 +65,8 @@ fn prompt_over_a_raw_mode_tui_freezes_asks_restores_and_redraws() {
             winch.display(),
             dir.join("ready").display()
         ))
+        .arg("agent")
+        .arg("p".repeat(100_000))
         .spawn()
         .unwrap();
     wait_until(Duration::from_secs(5), "the agent's WINCH trap", || {
@@ -95,6 +100,12 @@ fn prompt_over_a_raw_mode_tui_freezes_asks_restores_and_redraws() {
     assert!(shown.contains("/prod/db is protected"), "{shown}");
     assert!(shown.contains("process chain"), "{shown}");
     assert!(shown.contains(&agent.id().to_string()), "{shown}");
+    assert!(shown.contains("more characters]"), "{shown}");
+    assert!(
+        shown.len() < 4096,
+        "the prompt printed {} bytes for one hold",
+        shown.len()
+    );
     wait_until(Duration::from_secs(2), "the session to freeze", || {
         frozen(&cg)
     });
@@ -186,6 +197,78 @@ fn prompt_over_a_raw_mode_tui_freezes_asks_restores_and_redraws() {
     use std::os::unix::process::ExitStatusExt as _;
     assert_eq!(status.signal(), Some(libc::SIGKILL));
     assert!(same_termios(&pty.termios(), &raw));
+}
+
+/// A terminal whose screen nobody reads (a stopped emulator, a pty whose
+/// master is not drained) fills up. The prompt must still notice that its
+/// hold was decided elsewhere, let go of the session and of the terminal, and
+/// ask about the next hold once the screen is read again.
+#[test]
+fn a_terminal_nobody_reads_does_not_wedge_the_prompt() {
+    require_root();
+    capture_guard_logs();
+    let cg = TestCgroup::new("tty-full");
+    let mut agent = cg.spawn(&["sleep", "60"]);
+    let mut pty = Pty::open();
+    pty.make_raw();
+    let filled = pty.fill_screen();
+    assert!(filled > 0, "the pty took no output at all");
+
+    let broker = HoldBroker::new();
+    let terminal = Terminal::open_path(&pty.slave_path).expect("opening the pty slave");
+    let approver = TerminalApprover::start(
+        terminal,
+        "tty".into(),
+        SessionFreeze::new(cg.cgroup.clone()),
+        Arc::new(std::sync::atomic::AtomicI32::new(agent.id() as i32)),
+        Arc::new(LocalDecider {
+            broker: broker.clone(),
+            cgroup: cg.cgroup.clone(),
+        }),
+        "tester (at the session terminal)".into(),
+    )
+    .unwrap();
+    broker.observe(approver);
+
+    let unread = ask(&broker, request(agent.id(), "/prod/unread"));
+    wait_until(
+        Duration::from_secs(5),
+        "the prompt to freeze the session",
+        || frozen(&cg),
+    );
+    let id = broker.pending()[0].id;
+    broker
+        .resolve(
+            id,
+            Resolution::Denied {
+                approver: "elsewhere".into(),
+            },
+        )
+        .unwrap();
+    unread.join().unwrap();
+    // Nobody has read the screen yet: the prompt steps aside anyway.
+    wait_until(
+        Duration::from_secs(5),
+        "the session to thaw while the terminal is still full",
+        || !frozen(&cg),
+    );
+
+    // Once the screen is read, the next hold is asked about as usual.
+    let next = ask(&broker, request(agent.id(), "/prod/next"));
+    let shown = pty.read_until("[k]ill", Duration::from_secs(10));
+    assert!(shown.contains("unlink /prod/next"), "{shown}");
+    pty.master.write_all(b"d\n").unwrap();
+    let outcome = next.join().unwrap();
+    assert_eq!(
+        outcome.resolution,
+        Resolution::Denied {
+            approver: "tester (at the session terminal)".into()
+        },
+        "the terminal showed {:?}",
+        pty.drain()
+    );
+    agent.kill().unwrap();
+    agent.wait().unwrap();
 }
 
 #[test]

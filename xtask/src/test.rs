@@ -41,17 +41,19 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
             "--bins",
         ]),
     )?;
-    step(
-        "host-kernel integration tests",
-        cargo(&[
-            "test",
-            "-p",
-            "guard-tests",
-            "--tests",
-            "--",
-            "--test-threads=1",
-        ]),
-    )?;
+    let mut host = cargo(&[
+        "test",
+        "-p",
+        "guard-tests",
+        "--tests",
+        "--",
+        "--test-threads=1",
+    ]);
+    // A failing test's message (with what the test saw) then ends the log,
+    // where CI's excerpt shows it, instead of a backtrace; the message names
+    // the file and line either way.
+    host.env("RUST_BACKTRACE", "0");
+    step("host-kernel integration tests", host)?;
     if args.no_fuzz {
         println!("xtask: fuzzing skipped (--no-fuzz)");
     } else {

@@ -73,14 +73,35 @@ fn parse_stat(stat: &[u8]) -> Option<(String, u32)> {
     Some((comm, ppid))
 }
 
+/// Longest command line kept per process. An argv can be megabytes, and every
+/// audit record carries the whole chain; the action's own argv is kept whole
+/// elsewhere (`Action::Exec`).
+const MAX_CMDLINE: usize = 16 * 1024;
+
 fn cmdline_of(pid: u32) -> String {
     let raw = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    joined_cmdline(&raw)
+}
+
+/// NUL-separated words joined by spaces, lossy, cut after `MAX_CMDLINE`
+/// bytes with a note of how many more there were.
+fn joined_cmdline(raw: &[u8]) -> String {
     let words: Vec<_> = raw
         .split(|&b| b == 0)
         .filter(|w| !w.is_empty())
         .map(String::from_utf8_lossy)
         .collect();
-    words.join(" ")
+    let mut line = words.join(" ");
+    if line.len() > MAX_CMDLINE {
+        let mut end = MAX_CMDLINE;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        let more = line.len() - end;
+        line.truncate(end);
+        line += &format!("… [{more} more bytes]");
+    }
+    line
 }
 
 /// The cgroup v2 path of a process ("/guard.slice/session-x"), from /proc/PID/cgroup.
@@ -104,6 +125,20 @@ fn parse_cgroup_v2(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_lines_are_joined_and_cut_at_a_character() {
+        assert_eq!(joined_cmdline(b"rm\0-rf\0/tmp/x y\0"), "rm -rf /tmp/x y");
+        let mut raw = b"sh\0-c\0".to_vec();
+        raw.extend("é".repeat(MAX_CMDLINE).as_bytes());
+        let line = joined_cmdline(&raw);
+        let (kept, note) = line.split_once('…').expect("a cut note");
+        assert!(kept.len() <= MAX_CMDLINE && kept.starts_with("sh -c é"));
+        assert_eq!(
+            note,
+            format!(" [{} more bytes]", 6 + 2 * MAX_CMDLINE - kept.len())
+        );
+    }
 
     #[test]
     fn comm_with_spaces_and_parens() {

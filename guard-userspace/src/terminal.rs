@@ -172,7 +172,6 @@ impl Terminal {
     /// Writes all of `bytes` unless `keep_going` turns false first (checked
     /// whenever the terminal cannot take more); false if it gave up.
     fn write_while(&self, bytes: &[u8], keep_going: &dyn Fn() -> bool) -> anyhow::Result<bool> {
-        let fd = self.tty.as_raw_fd();
         let mut rest = bytes;
         while !rest.is_empty() {
             let full = match (&self.tty).write(rest) {
@@ -189,13 +188,7 @@ impl Terminal {
                 if !keep_going() {
                     return Ok(false);
                 }
-                let mut pfd = libc::pollfd {
-                    fd,
-                    events: libc::POLLOUT,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut pfd, 1, 200) };
+                self.poll(libc::POLLOUT);
             }
         }
         Ok(true)
@@ -210,26 +203,34 @@ impl Terminal {
         }
     }
 
+    /// Waits up to 200 ms for `events` on the terminal; the events that
+    /// came, 0 if none did (or poll was interrupted), so callers recheck
+    /// whether the hold is still pending at least that often.
+    fn poll(&self, events: libc::c_short) -> libc::c_short {
+        let mut pfd = libc::pollfd {
+            fd: self.tty.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, 200) } <= 0 {
+            return 0;
+        }
+        pfd.revents
+    }
+
     /// One line from the terminal, or None once `still_pending` turns false.
     fn read_line(&self, still_pending: &dyn Fn() -> bool) -> anyhow::Result<Option<String>> {
-        let fd = self.tty.as_raw_fd();
         let mut line = Vec::new();
         loop {
             if !still_pending() {
                 return Ok(None);
             }
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            let ready = unsafe { libc::poll(&mut pfd, 1, 200) };
-            if ready <= 0 {
+            let revents = self.poll(libc::POLLIN);
+            if revents == 0 {
                 continue;
             }
-            if pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0 && pfd.revents & libc::POLLIN == 0
-            {
+            if revents & (libc::POLLHUP | libc::POLLERR) != 0 && revents & libc::POLLIN == 0 {
                 anyhow::bail!("the terminal hung up");
             }
             let mut buf = [0u8; 256];

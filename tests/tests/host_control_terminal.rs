@@ -40,6 +40,27 @@ fn ask(broker: &Arc<HoldBroker>, req: HoldRequest) -> std::thread::JoinHandle<Ou
     std::thread::spawn(move || broker.ask_outcome(req, Duration::from_secs(20), Decision::Deny))
 }
 
+/// A broker whose holds of session "tty" are asked about on `pty`, deciding
+/// locally; the session is `cg`, the agent to redraw `agent`.
+fn prompt_on(pty: &Pty, cg: &TestCgroup, agent: u32) -> Arc<HoldBroker> {
+    let broker = HoldBroker::new();
+    let terminal = Terminal::open_path(&pty.slave_path).expect("opening the pty slave");
+    let approver = TerminalApprover::start(
+        terminal,
+        "tty".into(),
+        SessionFreeze::new(cg.cgroup.clone()),
+        Arc::new(std::sync::atomic::AtomicI32::new(agent as i32)),
+        Arc::new(LocalDecider {
+            broker: broker.clone(),
+            cgroup: cg.cgroup.clone(),
+        }),
+        "tester (at the session terminal)".into(),
+    )
+    .unwrap();
+    broker.observe(approver);
+    broker
+}
+
 fn frozen(cg: &TestCgroup) -> bool {
     std::fs::read_to_string(cg.cgroup.path().join("cgroup.events"))
         .unwrap()
@@ -76,21 +97,7 @@ fn prompt_over_a_raw_mode_tui_freezes_asks_restores_and_redraws() {
     // The agent's TUI has put the terminal in raw mode.
     let raw = pty.make_raw();
 
-    let broker = HoldBroker::new();
-    let terminal = Terminal::open_path(&pty.slave_path).expect("opening the pty slave");
-    let approver = TerminalApprover::start(
-        terminal,
-        "tty".into(),
-        SessionFreeze::new(cg.cgroup.clone()),
-        Arc::new(std::sync::atomic::AtomicI32::new(agent.id() as i32)),
-        Arc::new(LocalDecider {
-            broker: broker.clone(),
-            cgroup: cg.cgroup.clone(),
-        }),
-        "tester (at the session terminal)".into(),
-    )
-    .unwrap();
-    broker.observe(approver);
+    let broker = prompt_on(&pty, &cg, agent.id());
 
     // 1. Approve for the session.
     let asked = ask(&broker, request(agent.id(), "/prod/db"));
@@ -214,21 +221,7 @@ fn a_terminal_nobody_reads_does_not_wedge_the_prompt() {
     let filled = pty.fill_screen();
     assert!(filled > 0, "the pty took no output at all");
 
-    let broker = HoldBroker::new();
-    let terminal = Terminal::open_path(&pty.slave_path).expect("opening the pty slave");
-    let approver = TerminalApprover::start(
-        terminal,
-        "tty".into(),
-        SessionFreeze::new(cg.cgroup.clone()),
-        Arc::new(std::sync::atomic::AtomicI32::new(agent.id() as i32)),
-        Arc::new(LocalDecider {
-            broker: broker.clone(),
-            cgroup: cg.cgroup.clone(),
-        }),
-        "tester (at the session terminal)".into(),
-    )
-    .unwrap();
-    broker.observe(approver);
+    let broker = prompt_on(&pty, &cg, agent.id());
 
     let unread = ask(&broker, request(agent.id(), "/prod/unread"));
     wait_until(
